@@ -1,0 +1,57 @@
+"""Build a run's memory, outer optimiser and learned learning rates from its config."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rtp_scale.config import Config
+from rtp_scale.data import SplitDataset
+from rtp_scale.data.sampler import random_subset_per_class
+from rtp_scale.memory import addressable_images_per_class, build_memory
+from rtp_scale.seeding import make_generator
+
+
+def build_run_memory(cfg: Config, data: SplitDataset) -> nn.Module:
+    """The memory at its storage budget, initialised from random real images drawn from (seed, 'memory-init')."""
+    info = data.info
+    mem = cfg.memory
+    generator = make_generator(cfg.run.seed, "memory-init")
+    if mem.kind == "pixel":
+        ipc = int(mem.ipc)
+        init = None
+        if mem.init == "real":
+            idx = random_subset_per_class(data.train_y.cpu(), info.num_classes, ipc, generator)
+            init = data.train_x.cpu()[idx]
+        memory = build_memory("pixel", num_classes=info.num_classes, image_shape=info.image_shape,
+                              images_per_class=ipc, generator=generator, init_images_NCHW=init)
+    else:
+        r = addressable_images_per_class(ipc=mem.ipc, num_classes=info.num_classes,
+                                         pixels_per_image=info.pixels_per_image, num_bases=mem.num_bases,
+                                         downsample=mem.downsample)
+        init_images = init_labels = None
+        if mem.init == "real":
+            # K real images, classes taken in turn so that every class owns at least one base when K >= C
+            per_class = -(-mem.num_bases // info.num_classes)
+            idx = random_subset_per_class(data.train_y.cpu(), info.num_classes, per_class, generator)
+            idx = idx.reshape(info.num_classes, per_class).T.reshape(-1)[: mem.num_bases]
+            init_images, init_labels = data.train_x.cpu()[idx], data.train_y.cpu()[idx]
+        memory = build_memory("addressable", num_classes=info.num_classes, image_shape=info.image_shape,
+                              num_bases=mem.num_bases, images_per_class=r, downsample=mem.downsample,
+                              generator=generator, init_images_NCHW=init_images, init_labels=init_labels)
+    return memory.to(data.train_x.device)
+
+
+def build_outer_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    meta = cfg.meta
+    if meta.optimizer == "adam":
+        return torch.optim.Adam(params, lr=meta.lr)
+    return torch.optim.SGD(params, lr=meta.lr, momentum=meta.momentum)
+
+
+def build_inner_lrs(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.optim.Optimizer | None]:
+    """Per-step inner learning rates: a constant, or a learned parameter with its own Adam."""
+    lrs = torch.full((cfg.inner.steps,), cfg.inner.lr, device=device)
+    if not cfg.inner.learn_lr:
+        return lrs, None
+    lrs.requires_grad_(True)
+    return lrs, torch.optim.Adam([lrs], lr=cfg.meta.lr_lr)

@@ -1,0 +1,437 @@
+"""The typed configuration tree of a run.
+
+Every knob lives in one keyword-only dataclass per concern; a run's config is built from the defaults,
+then a recipe file (``--config configs/x.toml``, TOML tables named like the sections), then
+``--set section.key=value`` overrides. Unknown keys, values of the wrong type and impossible
+combinations raise :class:`~rtp_scale.errors.UserError` naming the key, before any work starts. The
+resolved config is written to the run directory as ``config.json`` and can be loaded back with
+:func:`load_config`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtp_scale.errors import UserError
+
+AUGMENT_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+def _choice(section: str, name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise UserError(f"{section}.{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def _positive(section: str, name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise UserError(f"{section}.{name}={value!r} must be {bound}")
+
+
+def _check_augment(section: str, name: str, ops: str) -> None:
+    if ops in ("", "none"):
+        return
+    for op in ops.split("_"):
+        if op not in AUGMENT_OPS:
+            raise UserError(f"{section}.{name}: unknown augmentation op {op!r}; ops are {'_'.join(AUGMENT_OPS)} or 'none'")
+
+
+@dataclass(kw_only=True)
+class RecipeConfig:
+    """What a recipe is for; written into results so a number always travels with its setting."""
+
+    description: str = "RtP addressable memories on mnist5k at a 1-IPC storage budget (CPU, minutes)"
+    """One line saying what the recipe distills."""
+    hardware: str = "1 CPU core or more; about 10 minutes on a 2-core CPU"
+    """The hardware the recipe was sized for."""
+    expected: str = ""
+    """The expected result on that hardware (accuracy mean ± std), once measured."""
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Identity of a run: seed, output directory, device."""
+
+    seed: int = 0
+    """Run seed; every generator is derived from it (see rtp_scale.seeding)."""
+    out_dir: str = "runs/default"
+    """Run directory: config.json, checkpoints, TensorBoard events, memory.safetensors, results.json."""
+    device: str = "auto"
+    """'auto' (cuda when available, else cpu), 'cpu' or 'cuda'."""
+
+    def __post_init__(self) -> None:
+        _choice("run", "device", self.device, ("auto", "cpu", "cuda"))
+        _positive("run", "seed", self.seed, allow_zero=True)
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """The real dataset and how real batches are drawn from it."""
+
+    name: str = "mnist5k"
+    """Registered dataset name (see rtp_scale.data.dataset_names())."""
+    root: str = ""
+    """Local folder for torchvision / image-folder / FFCV datasets; unused by the offline sets."""
+    resolution: int = 0
+    """Image side for image-folder datasets (0 = the dataset's default)."""
+    download: bool = False
+    """Let torchvision download a missing dataset (needs network)."""
+    zca: bool = False
+    """Whiten images with ZCA fitted on the training set (as KIP/FRePo/RtP do for CIFAR)."""
+    zca_reg: float = 0.1
+    """ZCA regularisation strength, relative to the mean eigenvalue."""
+    augment: str = "none"
+    """Differentiable augmentation ops joined by '_' (color_crop_cutout_flip_scale_rotate) or 'none'."""
+    real_per_class: int = 64
+    """Real images per class in the real batch of each outer step (RtP reference: 64)."""
+    backend: str = "memory"
+    """'memory' (tensors in RAM) or 'ffcv' (stream .beton files)."""
+
+    def __post_init__(self) -> None:
+        _check_augment("data", "augment", self.augment)
+        _positive("data", "real_per_class", self.real_per_class)
+        _positive("data", "resolution", self.resolution, allow_zero=True)
+        _positive("data", "zca_reg", self.zca_reg)
+        _choice("data", "backend", self.backend, ("memory", "ffcv"))
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The inner network trained in every unroll and in evaluation."""
+
+    name: str = "convnet"
+    """Registered model name."""
+    width: int = 128
+    """Channels per conv block (field standard: 128)."""
+    depth: int = 3
+    """Conv blocks (3 for 28-32 px, 4 for 64 px)."""
+    norm: str = "instance"
+    """'instance' (GroupNorm(C, C), the field's default), 'batch' or 'none'."""
+    pooling: str = "avg"
+    """'avg', 'max' or 'none'."""
+
+    def __post_init__(self) -> None:
+        _positive("model", "width", self.width)
+        _positive("model", "depth", self.depth)
+        _choice("model", "norm", self.norm, ("instance", "batch", "none"))
+        _choice("model", "pooling", self.pooling, ("avg", "max", "none"))
+
+
+@dataclass(kw_only=True)
+class MemoryConfig:
+    """What is learned: addressable memories (bases + addressing) or plain pixels, at a storage budget."""
+
+    kind: str = "addressable"
+    """'addressable' (K shared bases mixed by learned addressing) or 'pixel' (plain images)."""
+    ipc: float = 1.0
+    """Storage budget in images per class; addressable memories choose r images per class to fit it."""
+    num_bases: int = 16
+    """K, the number of shared bases."""
+    downsample: int = 2
+    """Bases are stored at 1/downsample resolution and upsampled when recalled."""
+    init: str = "real"
+    """'real' (bases from random real images) or 'noise'."""
+    coeff_l2: float = 1e-4
+    """L2 regulariser on the addressing coefficients (RtP reference: 1e-4)."""
+
+    def __post_init__(self) -> None:
+        _choice("memory", "kind", self.kind, ("addressable", "pixel"))
+        _positive("memory", "ipc", self.ipc)
+        _positive("memory", "num_bases", self.num_bases)
+        _positive("memory", "downsample", self.downsample)
+        _choice("memory", "init", self.init, ("real", "noise"))
+        _positive("memory", "coeff_l2", self.coeff_l2, allow_zero=True)
+        if self.kind == "pixel" and self.ipc != int(self.ipc):
+            raise UserError(f"memory.ipc={self.ipc} must be a whole number of images for memory.kind=pixel")
+
+
+@dataclass(kw_only=True)
+class InnerConfig:
+    """The inner optimisation unrolled in every outer step."""
+
+    steps: int = 100
+    """T, inner SGD steps per unroll (RtP: 100-200)."""
+    lr: float = 0.01
+    """Inner learning rate (initial value when learned)."""
+    momentum: float = 0.9
+    """Inner SGD momentum."""
+    weight_decay: float = 0.0
+    """Inner SGD weight decay."""
+    batch_per_class: int = 10
+    """Synthetic images per class in each inner step's minibatch (RtP: 10 plain, 32 with addressing)."""
+    learn_lr: bool = False
+    """Learn one learning rate per inner step (as in the original Dataset Distillation)."""
+
+    def __post_init__(self) -> None:
+        _positive("inner", "steps", self.steps)
+        _positive("inner", "lr", self.lr)
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"inner.momentum={self.momentum} must be in [0, 1)")
+        _positive("inner", "weight_decay", self.weight_decay, allow_zero=True)
+        _positive("inner", "batch_per_class", self.batch_per_class)
+
+
+@dataclass(kw_only=True)
+class UnrollConfig:
+    """How the meta-gradient is taken through the unroll (see rtp_scale.unroll)."""
+
+    mode: str = "segmented"
+    """'full' (keep the whole graph), 'segmented' (exact, recompute segments) or 'truncated' (RaT-BPTT window)."""
+    segment: int = 0
+    """Steps per segment; 0 = ceil(sqrt(T))."""
+    window: int = 0
+    """Differentiated steps in 'truncated' mode (the unroll length is drawn in [window, T])."""
+    offload: bool = False
+    """Keep segment-boundary states in host memory."""
+
+    def __post_init__(self) -> None:
+        _choice("unroll", "mode", self.mode, ("full", "segmented", "truncated"))
+        _positive("unroll", "segment", self.segment, allow_zero=True)
+        _positive("unroll", "window", self.window, allow_zero=True)
+
+
+@dataclass(kw_only=True)
+class MetaConfig:
+    """The outer (meta) optimiser that updates the memory."""
+
+    steps: int = 200
+    """Outer steps."""
+    optimizer: str = "sgd"
+    """'sgd' (RtP: lr 0.1, momentum 0.5) or 'adam'."""
+    lr: float = 0.1
+    """Outer learning rate."""
+    momentum: float = 0.5
+    """Outer SGD momentum (ignored by adam)."""
+    grad_clip: float = 2.0
+    """Clip the meta-gradient's global norm (0 = off)."""
+    lr_lr: float = 1e-3
+    """Outer learning rate of learned inner learning rates."""
+
+    def __post_init__(self) -> None:
+        _positive("meta", "steps", self.steps)
+        _choice("meta", "optimizer", self.optimizer, ("sgd", "adam"))
+        _positive("meta", "lr", self.lr)
+        _positive("meta", "grad_clip", self.grad_clip, allow_zero=True)
+        _positive("meta", "lr_lr", self.lr_lr)
+
+
+@dataclass(kw_only=True)
+class MethodConfig:
+    """Which distillation method computes the meta-loss."""
+
+    name: str = "rtp"
+    """'rtp' (BPTT through a long momentum unroll)."""
+
+    def __post_init__(self) -> None:
+        _choice("method", "name", self.name, ("rtp",))
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """The evaluation protocol: train fresh networks from scratch on the synthetic set, report test accuracy."""
+
+    num_nets: int = 5
+    """Fresh networks per evaluation (RtP: 10, others 5); mean ± std over them."""
+    epochs: int = 300
+    """Epochs over the synthetic set (RtP: 300)."""
+    full_epochs: int = 20
+    """Epochs for the full-training-set baseline (it is hundreds of times larger than a synthetic set)."""
+    lr: float = 0.01
+    """SGD learning rate (RtP: 0.01)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    weight_decay: float = 5e-4
+    """SGD weight decay."""
+    batch_size: int = 256
+    """Training minibatch."""
+    schedule: str = "step"
+    """'step' (lr x0.1 at half the epochs, as in DC/DSA/RtP evaluation), 'cosine' or 'constant'."""
+    augment: str = "same"
+    """Augmentation during evaluation training: 'same' as data.augment, 'none', or an op list."""
+    every: int = 0
+    """Evaluate during distillation every this many outer steps (0 = only at the end)."""
+
+    def __post_init__(self) -> None:
+        _positive("eval", "num_nets", self.num_nets)
+        _positive("eval", "epochs", self.epochs)
+        _positive("eval", "full_epochs", self.full_epochs)
+        _positive("eval", "lr", self.lr)
+        _positive("eval", "batch_size", self.batch_size)
+        _positive("eval", "every", self.every, allow_zero=True)
+        _choice("eval", "schedule", self.schedule, ("step", "cosine", "constant"))
+        if self.augment != "same":
+            _check_augment("eval", "augment", self.augment)
+
+
+@dataclass(kw_only=True)
+class DistConfig:
+    """How the work of one outer step is spread over processes."""
+
+    meta_batch: int = 1
+    """Unrolls per outer step (each its own network init, real batch and augmentation draw)."""
+    inner_shards: int = 1
+    """Processes that share one unroll by splitting its synthetic minibatch."""
+
+    def __post_init__(self) -> None:
+        _positive("dist", "meta_batch", self.meta_batch)
+        _positive("dist", "inner_shards", self.inner_shards)
+
+
+@dataclass(kw_only=True)
+class LogConfig:
+    """What is logged, where and how often."""
+
+    tensorboard: bool = True
+    """Write TensorBoard events to <out_dir>/tb."""
+    every: int = 1
+    """Scalars every this many outer steps."""
+    image_every: int = 50
+    """Grid of recalled images every this many outer steps (0 = off)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        _positive("log", "every", self.every)
+        _positive("log", "image_every", self.image_every, allow_zero=True)
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    """Atomic checkpoints of memory, optimiser, step and RNG state."""
+
+    every: int = 25
+    """Checkpoint every this many outer steps (0 = only at the end)."""
+    resume: bool = True
+    """Continue from <out_dir>/checkpoint.pt when it exists."""
+
+    def __post_init__(self) -> None:
+        _positive("checkpoint", "every", self.every, allow_zero=True)
+
+
+@dataclass(kw_only=True)
+class Config:
+    """A whole run. Cross-section checks live here."""
+
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    unroll: UnrollConfig = field(default_factory=UnrollConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        steps = self.inner.steps
+        if self.unroll.segment > steps:
+            raise UserError(f"unroll.segment={self.unroll.segment} is larger than inner.steps={steps}")
+        if self.unroll.mode == "truncated":
+            if self.unroll.window <= 0:
+                raise UserError("unroll.window must be > 0 when unroll.mode=truncated")
+            if self.unroll.window > steps:
+                raise UserError(f"unroll.window={self.unroll.window} is larger than inner.steps={steps}")
+        elif self.unroll.window:
+            raise UserError(f"unroll.window is only used with unroll.mode=truncated (mode is {self.unroll.mode!r})")
+        if self.unroll.offload and self.unroll.mode == "full":
+            raise UserError("unroll.offload needs unroll.mode=segmented or truncated (full mode keeps no boundary states)")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+
+def _section_types() -> dict[str, dict[str, type]]:
+    hints = typing.get_type_hints(Config)
+    return {name: typing.get_type_hints(hints[name]) for name in hints}
+
+
+_TYPES = _section_types()
+
+
+def _coerce(key: str, raw: Any, kind: type) -> Any:
+    """Turn a TOML value or an override string into the declared type, or explain why not."""
+    if isinstance(raw, str) and kind is not str:
+        text = raw.strip()
+        try:
+            if kind is bool:
+                lowered = text.lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return lowered in ("true", "1", "yes")
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+        except ValueError:
+            raise UserError(f"{key}={raw!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    type_ok = isinstance(raw, bool) if kind is bool else isinstance(raw, kind) and not isinstance(raw, bool)
+    if not type_ok:
+        raise UserError(f"{key}={raw!r} is not a valid {kind.__name__}")
+    return raw
+
+
+def _apply(values: dict[str, dict[str, Any]], section: str, key: str, raw: Any, origin: str) -> None:
+    if section not in _TYPES:
+        raise UserError(f"unknown config section {section!r} in {origin}; sections: {', '.join(_TYPES)}")
+    if key not in _TYPES[section]:
+        raise UserError(f"unknown config key '{section}.{key}' in {origin}; {section} has: {', '.join(_TYPES[section])}")
+    values[section][key] = _coerce(f"{section}.{key}", raw, _TYPES[section][key])
+
+
+def parse_override(text: str) -> tuple[str, str, str]:
+    """Split ``section.key=value``."""
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise UserError(f"override {text!r} must look like section.key=value (e.g. inner.steps=50)")
+    return section, key, value
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML recipe, or of a saved config.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot parse config file {path}: {err}") from None
+
+
+def build_config(recipe: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                 *, origin: str = "recipe") -> Config:
+    """Defaults <- recipe tables <- ``section.key=value`` overrides, validated."""
+    values: dict[str, dict[str, Any]] = {name: {} for name in _TYPES}
+    for section, table in (recipe or {}).items():
+        if not isinstance(table, dict):
+            raise UserError(f"{origin}: top-level key {section!r} must be a table like [{section}]")
+        for key, raw in table.items():
+            _apply(values, section, key, raw, origin)
+    for text in overrides or []:
+        section, key, raw = parse_override(text)
+        _apply(values, section, key, raw, "--set")
+    hints = typing.get_type_hints(Config)
+    sections = {name: hints[name](**values[name]) for name in _TYPES}
+    return Config(**sections)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The config of a run: an optional recipe file plus overrides."""
+    recipe = read_recipe(path) if path else None
+    return build_config(recipe, overrides, origin=str(path) if path else "recipe")

@@ -1,0 +1,36 @@
+"""Baselines reported beside every distilled result, under the same protocol: a random real subset of
+the same storage (a new subset per network) and the full training set."""
+from __future__ import annotations
+
+import torch
+
+from rtp_scale.config import EvalConfig, ModelConfig
+from rtp_scale.data import SplitDataset
+from rtp_scale.data.sampler import random_subset_per_class
+from rtp_scale.eval.protocol import EvalResult, evaluate_synthetic
+from rtp_scale.seeding import make_generator
+
+
+def random_real(data: SplitDataset, *, ipc: int, model_cfg: ModelConfig, eval_cfg: EvalConfig, augment_ops: str,
+                seed: int, progress: bool = False) -> EvalResult:
+    """``ipc`` random real images per class; network i trains on its own subset drawn from (seed, i)."""
+    num_classes = data.info.num_classes
+
+    def subset(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = random_subset_per_class(data.train_y.cpu(), num_classes, ipc, make_generator(seed, "random-real", i))
+        idx = idx.to(data.train_x.device)
+        return data.train_x[idx], data.train_y[idx]
+
+    x0, y0 = subset(0)
+    return evaluate_synthetic(x0, y0, test_x=data.test_x, test_y=data.test_y, num_classes=num_classes,
+                              model_cfg=model_cfg, eval_cfg=eval_cfg, augment_ops=augment_ops, seed=seed,
+                              progress=progress, desc=f"random real ipc={ipc}", train_sets=subset)
+
+
+def full_data(data: SplitDataset, *, model_cfg: ModelConfig, eval_cfg: EvalConfig, augment_ops: str, seed: int,
+              progress: bool = False) -> EvalResult:
+    """The whole training set for ``eval_cfg.full_epochs`` epochs."""
+    return evaluate_synthetic(data.train_x, data.train_y, test_x=data.test_x, test_y=data.test_y,
+                              num_classes=data.info.num_classes, model_cfg=model_cfg, eval_cfg=eval_cfg,
+                              augment_ops=augment_ops, seed=seed, epochs=eval_cfg.full_epochs, progress=progress,
+                              desc="full data")

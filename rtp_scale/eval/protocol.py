@@ -1,0 +1,132 @@
+"""The field's evaluation protocol: train N fresh networks from scratch on a (synthetic) training set and
+report test accuracy mean ± std over them.
+
+Each network ``i`` draws its initialisation, shuffling and augmentation from generators derived from
+(seed, "eval", i), so an evaluation is a pure function of its inputs and its seed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rtp_scale.config import EvalConfig, ModelConfig
+from rtp_scale.data.augment import Augmenter
+from rtp_scale.models import build_model, init_params, load_params_
+from rtp_scale.seeding import make_generator
+
+
+@dataclass(kw_only=True)
+class EvalResult:
+    """Accuracies (in %) of the fresh networks and their summary."""
+
+    accuracies: list[float]
+    mean: float
+    std: float
+    num_train: int
+    epochs: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_accuracies(cls, accuracies: list[float], **kw) -> "EvalResult":
+        acc = torch.tensor(accuracies, dtype=torch.float64)
+        std = float(acc.std(unbiased=False)) if len(accuracies) > 1 else 0.0
+        return cls(accuracies=accuracies, mean=float(acc.mean()), std=std, **kw)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f} % over {len(self.accuracies)} nets"
+
+
+def build_net(model_cfg: ModelConfig, *, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
+    return build_model(model_cfg.name, channels=channels, num_classes=num_classes, image_size=image_size,
+                       width=model_cfg.width, depth=model_cfg.depth, norm=model_cfg.norm, pooling=model_cfg.pooling)
+
+
+def _lr_at(eval_cfg: EvalConfig, epoch: int, epochs: int) -> float:
+    if eval_cfg.schedule == "step":
+        return eval_cfg.lr * (0.1 if epoch >= epochs // 2 else 1.0)
+    if eval_cfg.schedule == "cosine":
+        return eval_cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    return eval_cfg.lr
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, x_NCHW: torch.Tensor, y_N: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in % of ``net`` (in eval mode) on a labelled set."""
+    net.eval()
+    correct = 0
+    for start in range(0, len(y_N), batch_size):
+        logits = net(x_NCHW[start:start + batch_size])
+        correct += int((logits.argmax(1) == y_N[start:start + batch_size]).sum())
+    return 100.0 * correct / max(len(y_N), 1)
+
+
+def train_fresh_net(net: nn.Module, x_NCHW: torch.Tensor, targets: torch.Tensor, *, eval_cfg: EvalConfig,
+                    epochs: int, augmenter: Augmenter, seed: int, index: int, on_step=None) -> nn.Module:
+    """Train ``net`` from a fresh init (drawn from the derived generator) with SGD on ``(x, targets)``.
+
+    ``targets`` are class indices [N] or soft label vectors [N, C] (learned labels, mixed queries).
+    """
+    device = x_NCHW.device
+    load_params_(net, init_params(net, make_generator(seed, "eval-init", index)))
+    net.to(device).train()
+    shuffle_gen = make_generator(seed, "eval-shuffle", index)
+    aug_gen = make_generator(seed, "eval-augment", index, device=device)
+    opt = torch.optim.SGD(net.parameters(), lr=eval_cfg.lr, momentum=eval_cfg.momentum,
+                          weight_decay=eval_cfg.weight_decay)
+    n = len(x_NCHW)
+    batch = min(eval_cfg.batch_size, n)
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(eval_cfg, epoch, epochs)
+        order = torch.randperm(n, generator=shuffle_gen).to(device)
+        # drop no sample: the last partial batch is trained on too
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            xb = x_NCHW[idx]
+            if augmenter.enabled:
+                xb = augmenter(xb, aug_gen)
+            loss = F.cross_entropy(net(xb), targets[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if on_step is not None:
+            on_step()
+    return net
+
+
+def evaluate_synthetic(x_NCHW: torch.Tensor, targets: torch.Tensor, *, test_x: torch.Tensor, test_y: torch.Tensor,
+                       num_classes: int, model_cfg: ModelConfig, eval_cfg: EvalConfig, augment_ops: str,
+                       seed: int, epochs: int | None = None, progress: bool = False, desc: str = "eval",
+                       train_sets=None) -> EvalResult:
+    """Train ``eval_cfg.num_nets`` fresh networks on ``(x, targets)`` and test each on ``(test_x, test_y)``.
+
+    ``train_sets(i) -> (x, targets)`` may give network ``i`` its own training set (the random-real
+    baseline draws a new subset per network); otherwise all networks share ``(x, targets)``.
+    """
+    from tqdm.auto import tqdm  # imported here: only evaluation shows this bar
+
+    epochs = epochs or eval_cfg.epochs
+    augmenter = Augmenter(augment_ops)
+    _, channels, height, width = x_NCHW.shape
+    start = time.perf_counter()
+    accuracies = []
+    bar = tqdm(total=eval_cfg.num_nets * epochs, desc=desc, unit="epoch", disable=not progress, leave=False)
+    for i in range(eval_cfg.num_nets):
+        xs, ts = train_sets(i) if train_sets is not None else (x_NCHW, targets)
+        net = build_net(model_cfg, channels=channels, num_classes=num_classes, image_size=(height, width))
+        train_fresh_net(net, xs, ts, eval_cfg=eval_cfg, epochs=epochs, augmenter=augmenter, seed=seed, index=i,
+                        on_step=bar.update)
+        accuracies.append(accuracy(net, test_x, test_y))
+        bar.set_postfix(last=f"{accuracies[-1]:.1f}%")
+    bar.close()
+    return EvalResult.from_accuracies(accuracies, num_train=len(x_NCHW), epochs=epochs,
+                                      seconds=time.perf_counter() - start)

@@ -1,0 +1,138 @@
+"""Remember the Past (Deng & Russakovsky, NeurIPS 2022): back-propagation through a long inner
+SGD-momentum unroll, from a fresh network every outer step, to the synthetic images a memory recalls.
+
+One meta-gradient:
+
+1. recall every class's images ``x_all = memory.class_images()`` (a graph to the memory's tensors);
+2. draw the unroll's randomness up front (fresh init, per-step class-balanced minibatches, one
+   augmentation draw for the whole unroll) so that the engine may recompute any segment;
+3. unroll T inner steps on minibatches of ``x_all`` and take the exact gradient of the final network's
+   cross-entropy on a real batch w.r.t. ``x_all`` (rtp_scale.unroll);
+4. push that gradient, plus the coefficient L2 regulariser, into the memory's ``.grad`` with one
+   backward through the recall.
+
+Pushing the gradient through the recall once (step 4) instead of re-recalling inside every inner step
+keeps the engine unaware of memories and costs one small matmul instead of T of them.
+
+This module knows nothing of ranks: inner-batch sharding enters only as (``shard``, ``num_shards``) and
+a ``reduce_grad`` callable supplied by rtp_scale.distributed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from rtp_scale.config import Config
+from rtp_scale.data.augment import AugmentDraw, Augmenter
+from rtp_scale.models import init_params
+from rtp_scale.unroll import UnrollPolicy, unroll_meta_grad
+from rtp_scale.unroll.engine import GradReducer
+
+
+@dataclass(frozen=True)
+class UnrollPlan:
+    """The random draws of one unroll, fixed before it starts (segments are recomputed in reverse)."""
+
+    batch_idx_TB: Tensor
+    """[T, C*b] indices into the class-major recalled images, class-balanced at every step."""
+    augment: AugmentDraw | None
+    """One augmentation draw shared by every step of the unroll (RtP/DSA), or None."""
+    steps: int
+    """Steps to run (T, or a random length in [window, T] for truncated unrolls)."""
+
+
+def draw_plan(*, num_classes: int, images_per_class: int, batch_per_class: int, steps: int, max_steps: int,
+              augmenter: Augmenter, generator: torch.Generator, device: torch.device,
+              dtype: torch.dtype) -> UnrollPlan:
+    """Per step, ``batch_per_class`` distinct images of every class (all of them when the class has fewer)."""
+    take = min(batch_per_class, images_per_class)
+    # argsort of uniform noise = a random permutation per (step, class), in one vectorised draw
+    order_TCR = torch.rand(max_steps, num_classes, images_per_class, generator=generator).argsort(dim=-1)
+    offsets_C1 = (torch.arange(num_classes) * images_per_class)[:, None]
+    batch_idx_TB = (order_TCR[:, :, :take] + offsets_C1).reshape(max_steps, num_classes * take)[:steps]
+    draw = augmenter.draw(num_classes * take, generator, device=device, dtype=dtype) if augmenter.enabled else None
+    return UnrollPlan(batch_idx_TB=batch_idx_TB.to(device), augment=draw, steps=steps)
+
+
+def shard_columns(width: int, shard: int, num_shards: int) -> slice:
+    """The contiguous slice of a minibatch of ``width`` images that inner shard ``shard`` computes."""
+    bounds = [width * s // num_shards for s in range(num_shards + 1)]
+    return slice(bounds[shard], bounds[shard + 1])
+
+
+class RtpMethod:
+    """Computes RtP meta-gradients into a memory's ``.grad`` (and returns the learned-lr gradient)."""
+
+    def __init__(self, cfg: Config, net: nn.Module, augmenter: Augmenter):
+        self.cfg = cfg
+        self.net = net
+        self.augmenter = augmenter
+        self.policy = UnrollPolicy(mode=cfg.unroll.mode, segment=cfg.unroll.segment, window=cfg.unroll.window,
+                                   offload=cfg.unroll.offload)
+        self.policy.validate(cfg.inner.steps)
+
+    def unroll_length(self, generator: torch.Generator) -> int:
+        """T, or for RaT-BPTT a random length in [window, T] so that every part of training is seen."""
+        T, window = self.cfg.inner.steps, self.cfg.unroll.window
+        if self.cfg.unroll.mode != "truncated":
+            return T
+        return int(torch.randint(window, T + 1, (1,), generator=generator))
+
+    def meta_gradient(self, memory: nn.Module, real_x: Tensor, real_y: Tensor, *, lrs: Tensor,
+                      generator: torch.Generator, scale: float = 1.0, shard: int = 0, num_shards: int = 1,
+                      reduce_grad: GradReducer = None) -> tuple[dict[str, float], Tensor | None]:
+        """Accumulate ``scale * d(meta-loss)/d(memory)`` into ``memory``'s ``.grad``.
+
+        Returns the metrics of this unroll and ``scale * d(meta-loss)/d(lrs)`` (None unless lrs is learned).
+        """
+        cfg = self.cfg
+        x_all, y_all = memory.class_images()
+        num_classes = memory.meta["num_classes"]
+        per_class = len(y_all) // num_classes
+        device, dtype = x_all.device, x_all.dtype
+
+        params0 = {k: v.to(device=device, dtype=dtype) for k, v in init_params(self.net, generator).items()}
+        steps = self.unroll_length(generator)
+        plan = draw_plan(num_classes=num_classes, images_per_class=per_class,
+                         batch_per_class=cfg.inner.batch_per_class, steps=steps, max_steps=cfg.inner.steps,
+                         augmenter=self.augmenter, generator=generator, device=device, dtype=dtype)
+        width = plan.batch_idx_TB.shape[1]
+        columns = shard_columns(width, shard, num_shards)
+        net, augmenter = self.net, self.augmenter
+
+        def inner_loss(params: dict[str, Tensor], t: int, meta: tuple[Tensor, ...]) -> Tensor:
+            (images,) = meta
+            idx = plan.batch_idx_TB[t]
+            xb = images[idx]
+            if plan.augment is not None:
+                xb = augmenter.apply(xb, plan.augment)
+            xb, yb = xb[columns], y_all[idx][columns]
+            # sum / full width: the shards' losses add up to the mean over the whole minibatch
+            return F.cross_entropy(functional_call(net, params, (xb,)), yb, reduction="sum") / width
+
+        def outer_loss(params: dict[str, Tensor]) -> Tensor:
+            return F.cross_entropy(functional_call(net, params, (real_x,)), real_y)
+
+        leaf = x_all.detach().requires_grad_(True)
+        result = unroll_meta_grad(inner_loss=inner_loss, outer_loss=outer_loss, params0=params0, meta=(leaf,),
+                                  steps=steps, lrs=lrs[:steps], momentum=cfg.inner.momentum,
+                                  weight_decay=cfg.inner.weight_decay, policy=self.policy, reduce_grad=reduce_grad)
+        regulariser = cfg.memory.coeff_l2 * memory.coefficient_l2()
+        outputs, grads = [x_all], [scale * result.meta_grads[0]]
+        if regulariser.requires_grad:
+            outputs.append(regulariser)
+            grads.append(torch.full_like(regulariser, scale))
+        torch.autograd.backward(outputs, grads)
+
+        lr_grad = None
+        if result.lr_grad is not None:
+            lr_grad = torch.zeros_like(lrs)
+            lr_grad[:steps] = scale * result.lr_grad
+        metrics = {"meta/loss": result.outer_loss, "meta/regulariser": float(regulariser.detach()),
+                   "inner/loss_first": result.inner_losses[0], "inner/loss_last": result.inner_losses[-1],
+                   "inner/steps": float(steps)}
+        return metrics, lr_grad

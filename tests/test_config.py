@@ -1,0 +1,86 @@
+"""Config parsing: defaults, recipes, overrides, and every rejection path."""
+import json
+
+import pytest
+
+from rtp_scale.config import Config, build_config, load_config, parse_override
+from rtp_scale.errors import UserError
+
+
+def test_defaults_validate_and_roundtrip_through_json(tmp_path):
+    cfg = load_config()
+    assert isinstance(cfg, Config) and cfg.method.name == "rtp" and cfg.inner.momentum == 0.9
+    cfg.save(tmp_path / "config.json")
+    again = load_config(tmp_path / "config.json")
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_recipe_then_overrides_with_type_coercion(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\nname = "digits"\n[inner]\nsteps = 20\nlr = 1\n[unroll]\nmode = "full"\n')
+    cfg = load_config(recipe, ["inner.steps=30", "inner.learn_lr=true", "meta.lr=0.5", "run.out_dir=x"])
+    assert cfg.data.name == "digits" and cfg.inner.steps == 30 and cfg.inner.learn_lr is True
+    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float) and cfg.meta.lr == 0.5 and cfg.unroll.mode == "full"
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["nosuch.key=1"], "unknown config section 'nosuch'"),
+    (["inner.nosuch=1"], "unknown config key 'inner.nosuch'"),
+    (["inner.steps=ten"], "inner.steps='ten' is not a valid int"),
+    (["inner.learn_lr=maybe"], "inner.learn_lr='maybe' is not a valid bool"),
+    (["inner.steps"], "must look like section.key=value"),
+    (["steps=3"], "must look like section.key=value"),
+    (["inner.steps=0"], "inner.steps=0 must be > 0"),
+    (["memory.ipc=-1"], "memory.ipc=-1.0 must be > 0"),
+    (["inner.momentum=1.0"], "inner.momentum=1.0 must be in [0, 1)"),
+    (["memory.kind=bananas"], "memory.kind='bananas' is not allowed"),
+    (["unroll.mode=magic"], "unroll.mode='magic' is not allowed"),
+    (["data.augment=flip_blur"], "unknown augmentation op 'blur'"),
+    (["unroll.segment=101"], "unroll.segment=101 is larger than inner.steps=100"),
+    (["unroll.mode=truncated"], "unroll.window must be > 0"),
+    (["unroll.mode=truncated", "unroll.window=500"], "unroll.window=500 is larger than inner.steps"),
+    (["unroll.window=5"], "only used with unroll.mode=truncated"),
+    (["unroll.mode=full", "unroll.offload=true"], "unroll.offload needs"),
+    (["memory.kind=pixel", "memory.ipc=1.5"], "whole number of images"),
+    (["run.device=tpu"], "run.device='tpu' is not allowed"),
+])
+def test_rejections_name_the_key(overrides, needle):
+    with pytest.raises(UserError) as err:
+        build_config(None, overrides)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_recipe_rejections(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[inner\nsteps=")
+    with pytest.raises(UserError, match="cannot parse config file"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[inner]\nsteps = \"many\"\n")
+    with pytest.raises(UserError, match="inner.steps='many' is not a valid int"):
+        load_config(wrong)
+    flat = tmp_path / "flat.toml"
+    flat.write_text("steps = 3\n")
+    with pytest.raises(UserError, match="must be a table"):
+        load_config(flat)
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"inner": {"stepz": 3}}))
+    with pytest.raises(UserError, match="unknown config key 'inner.stepz'"):
+        load_config(unknown)
+
+
+def test_parse_override_keeps_equals_in_value():
+    assert parse_override("run.out_dir=a=b") == ("run", "out_dir", "a=b")
+
+
+def test_every_shipped_recipe_parses():
+    from pathlib import Path
+
+    recipes = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.toml"))
+    assert recipes, "configs/ holds no recipes"
+    for recipe in recipes:
+        cfg = load_config(recipe)
+        assert cfg.recipe.hardware, f"{recipe} does not state its hardware"
