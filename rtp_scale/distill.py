@@ -34,7 +34,7 @@ from rtp_scale.errors import UserError, run_cli
 from rtp_scale.eval import build_net, evaluate_synthetic
 from rtp_scale.logging import open_writer
 from rtp_scale.memory.artifact import save_artifact
-from rtp_scale.methods.rtp import RtpMethod
+from rtp_scale.methods import build_method
 from rtp_scale.runtime import augment_ops, prepare_data, resolve_device
 from rtp_scale.seeding import make_generator
 
@@ -90,7 +90,7 @@ def run(cfg: Config) -> dict:
     lrs, lr_optimizer = build_inner_lrs(cfg, device)
     net = build_net(cfg.model, channels=info.channels, num_classes=info.num_classes,
                     image_size=(info.height, info.width)).to(device)
-    method = RtpMethod(cfg, net, Augmenter(cfg.data.augment))
+    method = build_method(cfg, net, Augmenter(cfg.data.augment))
     sampler = ClassBalancedSampler(data.train_y.cpu(), info.num_classes, cfg.data.real_per_class)
 
     ckpt_path = out / "checkpoint.pt"
@@ -103,12 +103,15 @@ def run(cfg: Config) -> dict:
             with torch.no_grad():
                 lrs.copy_(state.extra["lrs"])
             lr_optimizer.load_state_dict(state.extra["lr_optimizer"])
+        method.load_state_dict(state.extra.get("method", {}))
         start_step, history = state.step, state.history
 
     def checkpoint(step: int) -> None:
         if not ctx.is_main:
             return
-        extra = {} if lr_optimizer is None else {"lrs": lrs.detach().cpu(), "lr_optimizer": lr_optimizer.state_dict()}
+        extra = {"method": method.state_dict()}
+        if lr_optimizer is not None:
+            extra.update(lrs=lrs.detach().cpu(), lr_optimizer=lr_optimizer.state_dict())
         save_checkpoint(ckpt_path, TrainingState(step=step, memory=memory.state_dict(),
                                                  optimizer=optimizer.state_dict(), identity=_identity(cfg),
                                                  extra=extra, history=history))

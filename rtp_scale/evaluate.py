@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     memory = artifact_meta = None
     if args.artifact:
         memory, artifact_meta = load_artifact(args.artifact)
-        artifact_dataset = artifact_meta.get("dataset")
+        artifact_dataset = artifact_meta.get("dataset_name")
         if args.dataset and artifact_dataset and args.dataset != artifact_dataset:
             raise UserError(f"artifact {args.artifact} was distilled on {artifact_dataset!r}, not {args.dataset!r}")
         if artifact_dataset and not args.dataset:

@@ -75,6 +75,12 @@ class RtpMethod:
                                    offload=cfg.unroll.offload)
         self.policy.validate(cfg.inner.steps)
 
+    def state_dict(self) -> dict:
+        return {}  # RtP draws a fresh network every outer step: nothing to keep between steps
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def unroll_length(self, generator: torch.Generator) -> int:
         """T, or for RaT-BPTT a random length in [window, T] so that every part of training is seen."""
         T, window = self.cfg.inner.steps, self.cfg.unroll.window
