@@ -6,24 +6,33 @@ from torch import nn
 
 from rtp_scale.config import Config
 from rtp_scale.data import SplitDataset
+from rtp_scale.data.sources import MemorySource, RealSource
 from rtp_scale.data.sampler import random_subset_per_class
 from rtp_scale.memory import addressable_images_per_class, build_memory
+from rtp_scale.optim import Lamb, cosine_lr
 from rtp_scale.seeding import make_generator
 
 
-def build_run_memory(cfg: Config, data: SplitDataset) -> nn.Module:
-    """The memory at its storage budget, initialised from random real images drawn from (seed, 'memory-init')."""
-    info = data.info
+def build_run_memory(cfg: Config, source: RealSource | SplitDataset) -> nn.Module:
+    """The memory at its storage budget, initialised from random real images drawn from (seed, 'memory-init').
+
+    ``source`` is the run's real data (in memory or streamed from FFCV): only the chosen images are read.
+    """
+    if isinstance(source, SplitDataset):
+        source = MemorySource(source, per_class=cfg.data.real_per_class)
+    info = source.info
+    labels = source.train_labels
     mem = cfg.memory
     generator = make_generator(cfg.run.seed, "memory-init")
     if mem.kind == "pixel":
         ipc = int(mem.ipc)
         init = None
         if mem.init == "real":
-            idx = random_subset_per_class(data.train_y.cpu(), info.num_classes, ipc, generator)
-            init = data.train_x.cpu()[idx]
+            idx = random_subset_per_class(labels, info.num_classes, ipc, generator)
+            init = source.take(idx)[0].cpu()
         memory = build_memory("pixel", num_classes=info.num_classes, image_shape=info.image_shape,
-                              images_per_class=ipc, generator=generator, init_images_NCHW=init)
+                              images_per_class=ipc, generator=generator, init_images_NCHW=init,
+                              learn_labels=mem.learn_labels)
     else:
         r = addressable_images_per_class(ipc=mem.ipc, num_classes=info.num_classes,
                                          pixels_per_image=info.pixels_per_image, num_bases=mem.num_bases,
@@ -32,20 +41,30 @@ def build_run_memory(cfg: Config, data: SplitDataset) -> nn.Module:
         if mem.init == "real":
             # K real images, classes taken in turn so that every class owns at least one base when K >= C
             per_class = -(-mem.num_bases // info.num_classes)
-            idx = random_subset_per_class(data.train_y.cpu(), info.num_classes, per_class, generator)
+            idx = random_subset_per_class(labels, info.num_classes, per_class, generator)
             idx = idx.reshape(info.num_classes, per_class).T.reshape(-1)[: mem.num_bases]
-            init_images, init_labels = data.train_x.cpu()[idx], data.train_y.cpu()[idx]
+            init_images, init_labels = (t.cpu() for t in source.take(idx))
         memory = build_memory("addressable", num_classes=info.num_classes, image_shape=info.image_shape,
                               num_bases=mem.num_bases, images_per_class=r, downsample=mem.downsample,
                               generator=generator, init_images_NCHW=init_images, init_labels=init_labels)
-    return memory.to(data.train_x.device)
+    return memory.to(source.device)
 
 
 def build_outer_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     meta = cfg.meta
     if meta.optimizer == "adam":
         return torch.optim.Adam(params, lr=meta.lr)
+    if meta.optimizer == "lamb":
+        return Lamb(params, lr=meta.lr)
     return torch.optim.SGD(params, lr=meta.lr, momentum=meta.momentum)
+
+
+def outer_lr(cfg: Config, step: int) -> float:
+    """The outer lr of outer step ``step`` (0-based): a pure function of the step, so a resumed run is exact."""
+    meta = cfg.meta
+    if meta.schedule == "cosine":
+        return cosine_lr(meta.lr, step, meta.steps, meta.lr_floor)
+    return meta.lr
 
 
 def build_inner_lrs(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.optim.Optimizer | None]:

@@ -106,17 +106,20 @@ class ModelConfig:
 
     name: str = "convnet"
     """Registered model name."""
-    width: int = 128
-    """Channels per conv block (field standard: 128)."""
+    width: int = 32
+    """Channels per conv block (field standard: 128; the CPU default job uses 32 to finish in minutes)."""
     depth: int = 3
     """Conv blocks (3 for 28-32 px, 4 for 64 px)."""
     norm: str = "instance"
     """'instance' (GroupNorm(C, C), the field's default), 'batch' or 'none'."""
     pooling: str = "avg"
     """'avg', 'max' or 'none'."""
+    width_multiplier: int = 1
+    """Block d has width * width_multiplier**d channels (1: the field's ConvNet; 2: FRePo's wider ConvNet)."""
 
     def __post_init__(self) -> None:
         _positive("model", "width", self.width)
+        _positive("model", "width_multiplier", self.width_multiplier)
         _positive("model", "depth", self.depth)
         _choice("model", "norm", self.norm, ("instance", "batch", "none"))
         _choice("model", "pooling", self.pooling, ("avg", "max", "none"))
@@ -138,9 +141,16 @@ class MemoryConfig:
     """'real' (bases from random real images) or 'noise'."""
     coeff_l2: float = 1e-4
     """L2 regulariser on the addressing coefficients (RtP reference: 1e-4)."""
+    learn_labels: bool = False
+    """Learn a soft label per synthetic image (FRePo; pixel memories only). Learned labels count as storage."""
+    query_mix: float = 0.0
+    """RtP only: probability that a class's one-hot query is replaced, per unroll, by a mixed query
+    (1-l) e_c + l e_p (p another class, l ~ U(0, 0.5)); its recalled images train with that soft label. 0 = off."""
 
     def __post_init__(self) -> None:
         _choice("memory", "kind", self.kind, ("addressable", "pixel"))
+        if not 0.0 <= self.query_mix <= 1.0:
+            raise UserError(f"memory.query_mix={self.query_mix!r} must be in [0, 1]")
         _positive("memory", "ipc", self.ipc)
         _positive("memory", "num_bases", self.num_bases)
         _positive("memory", "downsample", self.downsample)
@@ -154,7 +164,7 @@ class MemoryConfig:
 class InnerConfig:
     """The inner optimisation unrolled in every outer step."""
 
-    steps: int = 100
+    steps: int = 20
     """T, inner SGD steps per unroll (RtP: 100-200)."""
     lr: float = 0.01
     """Inner learning rate (initial value when learned)."""
@@ -188,22 +198,26 @@ class UnrollConfig:
     """Differentiated steps in 'truncated' mode (the unroll length is drawn in [window, T])."""
     offload: bool = False
     """Keep segment-boundary states in host memory."""
+    outer_chunk: int = 128
+    """Real images per part of the meta-loss's gradient in segmented/truncated modes: parts are differentiated
+    one at a time, so only one part's activations are alive (0 = the whole real batch at once)."""
 
     def __post_init__(self) -> None:
         _choice("unroll", "mode", self.mode, ("full", "segmented", "truncated"))
         _positive("unroll", "segment", self.segment, allow_zero=True)
         _positive("unroll", "window", self.window, allow_zero=True)
+        _positive("unroll", "outer_chunk", self.outer_chunk, allow_zero=True)
 
 
 @dataclass(kw_only=True)
 class MetaConfig:
     """The outer (meta) optimiser that updates the memory."""
 
-    steps: int = 200
+    steps: int = 60
     """Outer steps."""
-    optimizer: str = "sgd"
-    """'sgd' (RtP: lr 0.1, momentum 0.5) or 'adam'."""
-    lr: float = 0.1
+    optimizer: str = "adam"
+    """'sgd' (RtP: lr 0.1, momentum 0.5), 'adam' or 'lamb' (FRePo: lr 3e-4 with cosine decay)."""
+    lr: float = 0.01
     """Outer learning rate."""
     momentum: float = 0.5
     """Outer SGD momentum (ignored by adam)."""
@@ -211,10 +225,17 @@ class MetaConfig:
     """Clip the meta-gradient's global norm (0 = off)."""
     lr_lr: float = 1e-3
     """Outer learning rate of learned inner learning rates."""
+    schedule: str = "constant"
+    """Outer lr schedule: 'constant' or 'cosine' (from lr down to lr_floor * lr over meta.steps, as FRePo)."""
+    lr_floor: float = 0.1
+    """Final fraction of meta.lr under the cosine schedule (FRePo: 0.1)."""
 
     def __post_init__(self) -> None:
         _positive("meta", "steps", self.steps)
-        _choice("meta", "optimizer", self.optimizer, ("sgd", "adam"))
+        _choice("meta", "optimizer", self.optimizer, ("sgd", "adam", "lamb"))
+        _choice("meta", "schedule", self.schedule, ("constant", "cosine"))
+        if not 0 <= self.lr_floor <= 1:
+            raise UserError(f"meta.lr_floor={self.lr_floor} must be in [0, 1]")
         _positive("meta", "lr", self.lr)
         _positive("meta", "grad_clip", self.grad_clip, allow_zero=True)
         _positive("meta", "lr_lr", self.lr_lr)
@@ -225,10 +246,63 @@ class MethodConfig:
     """Which distillation method computes the meta-loss."""
 
     name: str = "rtp"
-    """'rtp' (BPTT through a long momentum unroll)."""
+    """'rtp' (BPTT through a long momentum unroll), 'frepo' (kernel ridge regression on the features of a
+    model pool; settings in [frepo]) or 'dd' (original Dataset Distillation: BPTT through plain GD with a learned
+    lr per step; settings in [dd]; sets inner.momentum=0 and inner.learn_lr=true)."""
 
     def __post_init__(self) -> None:
-        _choice("method", "name", self.name, ("rtp",))
+        _choice("method", "name", self.name, ("rtp", "frepo", "dd"))
+
+
+@dataclass(kw_only=True)
+class FrepoConfig:
+    """FRePo (Zhou et al., NeurIPS 2022): used only with method.name=frepo. Defaults are the paper's."""
+
+    pool_size: int = 10
+    """Models in the pool; one, drawn from (seed, outer step), gives the features of each outer step."""
+    max_age: int = 100
+    """A pool model that has taken this many training steps is re-initialised instead of trained."""
+    train_steps: int = 1
+    """Training steps on the synthetic set for the step's pool model after each outer step (0 = never trained)."""
+    train_optimizer: str = "adam"
+    """Optimiser of the pool models: 'adam' (FRePo) or 'sgd' (momentum 0.9)."""
+    train_lr: float = 3e-4
+    """Learning rate of the pool models (FRePo: Adam 3e-4)."""
+    train_batch: int = 500
+    """Synthetic images per pool-model step (all of them when fewer; FRePo: 500)."""
+    reg: float = 1e-6
+    """Kernel ridge regulariser relative to the Gram matrix: lambda = reg * trace(K_ss) / n (FRePo: 1e-6)."""
+    label_margin: float = 1.0
+    """Weight of FRePo's label-margin term -min(top1 - top2, 1/C) on learned labels (0 = off)."""
+
+    def __post_init__(self) -> None:
+        _positive("frepo", "pool_size", self.pool_size)
+        _positive("frepo", "max_age", self.max_age)
+        _positive("frepo", "train_steps", self.train_steps, allow_zero=True)
+        _choice("frepo", "train_optimizer", self.train_optimizer, ("adam", "sgd"))
+        _positive("frepo", "train_lr", self.train_lr)
+        _positive("frepo", "train_batch", self.train_batch)
+        _positive("frepo", "reg", self.reg)
+        _positive("frepo", "label_margin", self.label_margin, allow_zero=True)
+
+
+@dataclass(kw_only=True)
+class DDConfig:
+    """Dataset Distillation (Wang et al., 2018): used only with method.name=dd.
+
+    The unroll is inner.steps = T plain GD steps, each with its own learned lr (one per step per epoch, as in
+    the paper). They form dd.epochs passes over S = ceil(T / epochs) steps; step t trains on the (t mod S)-th
+    fixed group of every class's images, so every epoch sees the same images in the same order.
+    """
+
+    epochs: int = 3
+    """Passes over the inner steps (DD: 3)."""
+    init: str = "random"
+    """'random' (a fresh network every outer step) or 'fixed' (the same init, from (seed, 'dd-fixed-init'))."""
+
+    def __post_init__(self) -> None:
+        _positive("dd", "epochs", self.epochs)
+        _choice("dd", "init", self.init, ("random", "fixed"))
 
 
 @dataclass(kw_only=True)
@@ -326,6 +400,8 @@ class Config:
     unroll: UnrollConfig = field(default_factory=UnrollConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    frepo: FrepoConfig = field(default_factory=FrepoConfig)
+    dd: DDConfig = field(default_factory=DDConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -344,6 +420,21 @@ class Config:
             raise UserError(f"unroll.window is only used with unroll.mode=truncated (mode is {self.unroll.mode!r})")
         if self.unroll.offload and self.unroll.mode == "full":
             raise UserError("unroll.offload needs unroll.mode=segmented or truncated (full mode keeps no boundary states)")
+        self._check_method()
+
+    def _check_method(self) -> None:
+        method = self.method.name
+        if self.memory.learn_labels and self.memory.kind != "pixel":
+            raise UserError("memory.learn_labels=true needs memory.kind=pixel (addressable memories recall with "
+                            "fixed one-hot labels)")
+        if self.memory.learn_labels and method != "frepo":
+            raise UserError(f"memory.learn_labels=true is only used by method.name=frepo ({method} trains on hard "
+                            f"labels); set memory.learn_labels=false")
+        if method == "frepo" and self.inner.learn_lr:
+            raise UserError("inner.learn_lr=true is not used by method.name=frepo (it has no inner loop)")
+        if method == "dd":
+            # DD's inner loop is plain gradient descent with one learned lr per step, by definition
+            self.inner.momentum, self.inner.learn_lr = 0.0, True
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

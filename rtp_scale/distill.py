@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from rtp_scale.builders import build_inner_lrs, build_outer_optimizer, build_run_memory
+from rtp_scale.builders import build_inner_lrs, build_outer_optimizer, build_run_memory, outer_lr
 from rtp_scale.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from rtp_scale.cli import config_from_args, config_parser
 from rtp_scale.config import Config
 from rtp_scale.data.augment import Augmenter
-from rtp_scale.data.sampler import ClassBalancedSampler
-from rtp_scale.distributed import RankContext, setup_ranks
+from rtp_scale.data.sources import RealSource, make_real_source
+from rtp_scale.distributed import RankContext, prepare_outer_optimizer, setup_ranks
 from rtp_scale.errors import UserError, run_cli
 from rtp_scale.eval import build_net, evaluate_synthetic
 from rtp_scale.logging import open_writer
@@ -56,13 +56,13 @@ def _identity(cfg: Config) -> dict:
         "learn_lr": cfg.inner.learn_lr, "optimizer": cfg.meta.optimizer}
 
 
-def _evaluate(memory, data, cfg: Config, *, progress: bool, desc: str):
+def _evaluate(memory, test: tuple[torch.Tensor, torch.Tensor], cfg: Config, info, *, progress: bool, desc: str):
     with torch.no_grad():
         x, _ = memory.class_images()
         targets = memory.targets()
     labels_or_targets = targets.argmax(1) if not memory.meta.get("learn_labels") else targets
-    return evaluate_synthetic(x.detach(), labels_or_targets.detach(), test_x=data.test_x, test_y=data.test_y,
-                              num_classes=data.info.num_classes, model_cfg=cfg.model, eval_cfg=cfg.eval,
+    return evaluate_synthetic(x.detach(), labels_or_targets.detach(), test_x=test[0], test_y=test[1],
+                              num_classes=info.num_classes, model_cfg=cfg.model, eval_cfg=cfg.eval,
                               augment_ops=augment_ops(cfg.data.augment, cfg.eval.augment), seed=cfg.run.seed,
                               progress=progress, desc=desc)
 
@@ -83,15 +83,16 @@ def run(cfg: Config) -> dict:
         cfg.save(out / "config.json")
         (out / "results.json").unlink(missing_ok=True)  # a results file always means this run finished
 
-    data = prepare_data(cfg.data, device)
-    info = data.info
-    memory = build_run_memory(cfg, data)
+    # in memory, or streamed from .beton files (data.backend=ffcv): only sampled batches are ever read
+    source: RealSource = make_real_source(cfg.data, prepare_data(cfg.data, device) if cfg.data.backend == "memory"
+                                          else None, device)
+    info = source.info
+    memory = build_run_memory(cfg, source)
     optimizer = build_outer_optimizer(cfg, [p for p in memory.parameters() if p.requires_grad])
     lrs, lr_optimizer = build_inner_lrs(cfg, device)
     net = build_net(cfg.model, channels=info.channels, num_classes=info.num_classes,
                     image_size=(info.height, info.width)).to(device)
     method = build_method(cfg, net, Augmenter(cfg.data.augment))
-    sampler = ClassBalancedSampler(data.train_y.cpu(), info.num_classes, cfg.data.real_per_class)
 
     ckpt_path = out / "checkpoint.pt"
     start_step, history = 0, []
@@ -105,15 +106,20 @@ def run(cfg: Config) -> dict:
             lr_optimizer.load_state_dict(state.extra["lr_optimizer"])
         method.load_state_dict(state.extra.get("method", {}))
         start_step, history = state.step, state.history
+    # every rank read the same checkpoint (or none); make sure, then start from rank 0's exact bits
+    ctx.agree(start_step, "the outer step to resume from")
+    ctx.broadcast_([*memory.parameters(), *([lrs] if lr_optimizer is not None else [])])
+    optimizer = prepare_outer_optimizer(ctx, memory, optimizer)  # itself, or ZeRO-sharded under DeepSpeed
 
     def checkpoint(step: int) -> None:
+        optimizer_state = optimizer.state_dict()  # on every rank: a collective when ZeRO shards the optimiser
         if not ctx.is_main:
             return
         extra = {"method": method.state_dict()}
         if lr_optimizer is not None:
             extra.update(lrs=lrs.detach().cpu(), lr_optimizer=lr_optimizer.state_dict())
         save_checkpoint(ckpt_path, TrainingState(step=step, memory=memory.state_dict(),
-                                                 optimizer=optimizer.state_dict(), identity=_identity(cfg),
+                                                 optimizer=optimizer_state, identity=_identity(cfg),
                                                  extra=extra, history=history))
 
     writer = open_writer(out, enabled=cfg.log.tensorboard, is_main=ctx.is_main, purge_step=start_step or None)
@@ -131,29 +137,33 @@ def run(cfg: Config) -> dict:
             for j in my_unrolls:
                 # the unroll's randomness depends on (seed, step, j) only, not on the rank running it
                 generator = make_generator(cfg.run.seed, "unroll", step, j)
-                idx = sampler.sample(generator).to(device)
-                metrics, lr_g = method.meta_gradient(memory, data.train_x[idx], data.train_y[idx], lrs=lrs.detach()
+                real_x, real_y = source.sample(generator)
+                metrics, lr_g = method.meta_gradient(memory, real_x, real_y, lrs=lrs.detach()
                                                      if lr_optimizer is None else lrs, generator=generator,
-                                                     scale=1.0 / cfg.dist.meta_batch, shard=ctx.shard,
-                                                     num_shards=ctx.inner_shards)
+                                                     scale=ctx.grad_scale(cfg.dist.meta_batch), shard=ctx.shard,
+                                                     num_shards=ctx.inner_shards, reduce_grad=ctx.reduce_grad)
                 if lr_g is not None:
                     lr_grad += lr_g
                 for k, v in metrics.items():
                     step_metrics[k] = step_metrics.get(k, 0.0) + v / len(my_unrolls)
             grads = [p.grad for p in params] + ([lr_grad] if lr_optimizer is not None else [])
-            ctx.sum_grads_(grads)
+            step_metrics = ctx.sum_grads_(grads, step_metrics)  # one all-reduce: gradients + the step's metrics
             loss = step_metrics["meta/loss"]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.meta.grad_clip if cfg.meta.grad_clip > 0
                                                              else math.inf))
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 raise Diverged(f"meta-loss became {loss} (grad norm {grad_norm}) at outer step {step}; the last good "
                                f"checkpoint is kept in {ckpt_path} — lower meta.lr or inner.lr and resume")
+            for group in optimizer.param_groups:  # the schedule is a pure function of the step: exact on resume
+                group["lr"] = outer_lr(cfg, step)
             optimizer.step()
             if lr_optimizer is not None:
                 lrs.grad = lr_grad
                 lr_optimizer.step()
                 with torch.no_grad():
                     lrs.clamp_(min=0.0)  # a negative step size would ascend the inner loss
+            if hasattr(method, "end_step"):  # e.g. FRePo trains its model pool on the updated memory
+                method.end_step(memory, done=step + 1)
             done = step + 1
             step_metrics.update({"meta/grad_norm": grad_norm, "sys/step_time": time.perf_counter() - tick,
                                  "sys/peak_mem": _peak_memory_mb(device)})
@@ -167,13 +177,14 @@ def run(cfg: Config) -> dict:
                     x, _ = memory.class_images()
                 writer.images("memory/recalled", x[:: max(1, len(x) // 100)], done, nrow=info.num_classes)
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.meta.steps and ctx.is_main:
-                result = _evaluate(memory, data, cfg, progress=False, desc="eval")
+                result = _evaluate(memory, source.eval_tensors("test"), cfg, info, progress=False, desc="eval")
                 writer.scalars({"eval/acc_mean": result.mean, "eval/acc_std": result.std}, done)
             if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:
                 checkpoint(done)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", inner=f"{step_metrics['inner/loss_last']:.3f}")
         bar.close()
+        replica_divergence = ctx.divergence(params)  # 0.0: all ranks end with bitwise the same memory
         checkpoint(cfg.meta.steps)
         distill_seconds = time.perf_counter() - started
         results: dict = {}
@@ -181,19 +192,22 @@ def run(cfg: Config) -> dict:
             meta = {"dataset": cfg.data.name, "class_names": list(info.class_names), "mean": list(info.mean),
                     "std": list(info.std), "zca": cfg.data.zca, "budget_ipc": cfg.memory.ipc}
             save_artifact(out / "memory.safetensors", memory, dataset_meta=meta)
-            result = _evaluate(memory, data, cfg, progress=cfg.log.progress, desc="final eval")
+            result = _evaluate(memory, source.eval_tensors("test"), cfg, info, progress=cfg.log.progress,
+                               desc="final eval")
             writer.scalars({"eval/acc_mean": result.mean, "eval/acc_std": result.std}, cfg.meta.steps)
             results = {"recipe": vars(cfg.recipe), "dataset": cfg.data.name, "method": cfg.method.name,
                        "memory": memory.meta, "storage": storage, "accuracy": result.as_dict(),
                        "final_meta_loss": history[-1]["meta/loss"] if history else None,
                        "distill_seconds": distill_seconds, "total_seconds": time.perf_counter() - started,
-                       "processes": ctx.world_size, "device": str(device), "config": cfg.to_dict()}
+                       "processes": ctx.world_size, "replica_divergence": replica_divergence,
+                       "device": str(device), "config": cfg.to_dict()}
             tmp = out / "results.json.tmp"
             tmp.write_text(json.dumps(results, indent=2) + "\n")
             tmp.replace(out / "results.json")
             print(f"{cfg.data.name} {cfg.method.name} ipc={cfg.memory.ipc:g}: test accuracy {result} | storage "
                   f"{storage['ipc_equivalent']:.3f} IPC | distill {distill_seconds:.0f} s | {out}")
-        ctx.barrier()
+        # no barrier: the other ranks return now instead of waiting out rank 0's evaluation in a collective
+        # (which a long evaluation would time out); their launcher waits for rank 0's exit status
         return results
     finally:
         writer.close()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rtp_scale.cli import config_from_args, config_parser
+from rtp_scale.data.sources import make_real_source
 from rtp_scale.errors import UserError, run_cli
 from rtp_scale.eval import full_data, random_real
 from rtp_scale.eval.protocol import EvalResult, evaluate_synthetic
@@ -60,29 +61,34 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"artifact {args.artifact} was distilled on {artifact_dataset!r}, not {args.dataset!r}")
         if artifact_dataset and not args.dataset:
             cfg.data.name = artifact_dataset
-    data = prepare_data(cfg.data, device)
+    if args.baseline and cfg.data.backend != "memory":
+        raise UserError(f"--baseline {args.baseline} trains on real images held in memory; set data.backend=memory")
     ops = augment_ops(cfg.data.augment, cfg.eval.augment)
     seed = cfg.run.seed
     common = dict(model_cfg=cfg.model, eval_cfg=cfg.eval, augment_ops=ops, seed=seed, progress=cfg.log.progress)
 
     start = time.perf_counter()
     if args.baseline == "random":
+        data = prepare_data(cfg.data, device)
         result: EvalResult = random_real(data, ipc=args.ipc, **common)
         source, storage = f"random real, ipc={args.ipc}", {"ipc_equivalent": float(args.ipc)}
         default_out = Path("runs/eval") / f"{cfg.data.name}-random-ipc{args.ipc}"
     elif args.baseline == "full":
+        data = prepare_data(cfg.data, device)
         result = full_data(data, **common)
         source, storage = "full training set", {"ipc_equivalent": len(data.train_y) / data.info.num_classes}
         default_out = Path("runs/eval") / f"{cfg.data.name}-full"
     else:
-        if tuple(memory.meta["image_shape"]) != data.info.image_shape:
+        # the test split only: in memory, or streamed from .beton files with data.backend=ffcv
+        real = make_real_source(cfg.data, None, device)
+        if tuple(memory.meta["image_shape"]) != real.info.image_shape:
             raise UserError(f"artifact images are {tuple(memory.meta['image_shape'])} but {cfg.data.name} images "
-                            f"are {data.info.image_shape}")
+                            f"are {real.info.image_shape}")
+        test_x, test_y = real.eval_tensors("test")
         x, y = memory.class_images()
         targets = memory.targets() if hasattr(memory, "targets") else y
-        result = evaluate_synthetic(x.detach().to(device), targets.detach().to(device), test_x=data.test_x,
-                                    test_y=data.test_y, num_classes=data.info.num_classes, desc="distilled",
-                                    **common)
+        result = evaluate_synthetic(x.detach().to(device), targets.detach().to(device), test_x=test_x,
+                                    test_y=test_y, num_classes=real.info.num_classes, desc="distilled", **common)
         source, storage = f"artifact {args.artifact}", memory.storage().as_dict()
         default_out = Path(args.artifact).parent
 

@@ -36,7 +36,7 @@ def test_recipe_then_overrides_with_type_coercion(tmp_path):
     (["memory.kind=bananas"], "memory.kind='bananas' is not allowed"),
     (["unroll.mode=magic"], "unroll.mode='magic' is not allowed"),
     (["data.augment=flip_blur"], "unknown augmentation op 'blur'"),
-    (["unroll.segment=101"], "unroll.segment=101 is larger than inner.steps=100"),
+    (["unroll.segment=21"], "unroll.segment=21 is larger than inner.steps=20"),
     (["unroll.mode=truncated"], "unroll.window must be > 0"),
     (["unroll.mode=truncated", "unroll.window=500"], "unroll.window=500 is larger than inner.steps"),
     (["unroll.window=5"], "only used with unroll.mode=truncated"),

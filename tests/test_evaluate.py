@@ -36,6 +36,7 @@ def test_protocol_is_deterministic_given_the_seed():
     assert len(a.accuracies) == 2 and a.std >= 0 and min(a.accuracies) <= a.mean <= max(a.accuracies)
 
 
+@pytest.mark.slow  # ~2 min: trains on the whole mnist5k training set
 def test_trained_net_beats_chance_by_a_wide_margin_on_mnist5k():
     cfg = build_config(None, ["data.name=mnist5k", "model.width=16", "eval.num_nets=1", "eval.epochs=30",
                               "eval.batch_size=100", "log.progress=false"])

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from rtp_scale.errors import UserError
 from rtp_scale.unroll import (
+    ChunkedLoss,
     SavedTensorMeter,
     UnrollPolicy,
     sgd_momentum_step,
@@ -190,6 +191,24 @@ def test_float64_meta_grad_equals_plain_autograd(p64, ref64, name):
     assert all(not p.requires_grad for p in res.final_params.values())
     k = EXACT_POLICIES[name].segment_length(T)
     assert res.stored_states == (0 if name == "full" else -(-T // k))
+
+
+@pytest.mark.parametrize("policy", [UnrollPolicy(mode="full"), UnrollPolicy(mode="segmented", segment=5),
+                                    UnrollPolicy(mode="segmented", segment=4, offload=True)])
+def test_float64_chunked_outer_loss_equals_plain_autograd(p64, ref64, policy):
+    """The real batch's loss in uneven parts (4 + 4 + 2 images) gives the whole batch's meta-gradient."""
+    ref_loss, ref_grads = ref64
+    model, n = p64.model, len(p64.y_real)
+
+    def part(rows: slice):
+        return lambda params: F.cross_entropy(functional_call(model, params, (p64.x_real[rows],)), p64.y_real[rows],
+                                              reduction="sum") / n
+
+    chunked = ChunkedLoss((part(slice(0, 4)), part(slice(4, 8)), part(slice(8, 10))))
+    res = unroll_meta_grad(inner_loss=p64.inner_loss, outer_loss=chunked, params0=p64.params0, meta=p64.meta,
+                           steps=p64.steps, lrs=p64.lrs, momentum=MU, policy=policy)
+    assert max_rel_err(res, ref_grads) < 1e-10
+    assert res.outer_loss == pytest.approx(ref_loss, rel=1e-12)
 
 
 def test_float64_with_weight_decay(p64):

@@ -47,7 +47,8 @@ class EvalResult:
 
 def build_net(model_cfg: ModelConfig, *, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
     return build_model(model_cfg.name, channels=channels, num_classes=num_classes, image_size=image_size,
-                       width=model_cfg.width, depth=model_cfg.depth, norm=model_cfg.norm, pooling=model_cfg.pooling)
+                       width=model_cfg.width, depth=model_cfg.depth, norm=model_cfg.norm, pooling=model_cfg.pooling,
+                       feature_width_multiplier=model_cfg.width_multiplier)
 
 
 def _lr_at(eval_cfg: EvalConfig, epoch: int, epochs: int) -> float:
@@ -103,6 +104,20 @@ def train_fresh_net(net: nn.Module, x_NCHW: torch.Tensor, targets: torch.Tensor,
     return net
 
 
+def simplex_targets(targets_NC: torch.Tensor) -> torch.Tensor:
+    """Soft targets as cross-entropy needs them: negative entries clipped to 0, rows rescaled to sum 1.
+
+    Learned labels can be regression targets with negative entries (FRePo's, which FRePo trains with MSE);
+    cross-entropy against a negative target weight is unbounded below (it rewards driving that probability to
+    0 without limit), which wrecks training. A row with no positive entry falls back to its argmax one-hot.
+    Probability vectors (one-hot, mixed queries) are unchanged.
+    """
+    clipped = targets_NC.clamp(min=0)
+    total = clipped.sum(dim=1, keepdim=True)
+    one_hot = torch.nn.functional.one_hot(targets_NC.argmax(1), targets_NC.shape[1]).to(targets_NC)
+    return torch.where(total > 0, clipped / total.clamp(min=torch.finfo(targets_NC.dtype).tiny), one_hot)
+
+
 def evaluate_synthetic(x_NCHW: torch.Tensor, targets: torch.Tensor, *, test_x: torch.Tensor, test_y: torch.Tensor,
                        num_classes: int, model_cfg: ModelConfig, eval_cfg: EvalConfig, augment_ops: str,
                        seed: int, epochs: int | None = None, progress: bool = False, desc: str = "eval",
@@ -110,11 +125,14 @@ def evaluate_synthetic(x_NCHW: torch.Tensor, targets: torch.Tensor, *, test_x: t
     """Train ``eval_cfg.num_nets`` fresh networks on ``(x, targets)`` and test each on ``(test_x, test_y)``.
 
     ``train_sets(i) -> (x, targets)`` may give network ``i`` its own training set (the random-real
-    baseline draws a new subset per network); otherwise all networks share ``(x, targets)``.
+    baseline draws a new subset per network); otherwise all networks share ``(x, targets)``. Soft targets go
+    through :func:`simplex_targets`.
     """
     from tqdm.auto import tqdm  # imported here: only evaluation shows this bar
 
     epochs = epochs or eval_cfg.epochs
+    if targets.is_floating_point():
+        targets = simplex_targets(targets)
     augmenter = Augmenter(augment_ops)
     _, channels, height, width = x_NCHW.shape
     start = time.perf_counter()

@@ -147,9 +147,52 @@ class AddressableMemory(nn.Module):
         """Mean squared addressing coefficient: the RtP regulariser's term (weight 1e-4 in the reference)."""
         return self.addressing.pow(2).mean()
 
-    def storage(self, budget_ipc: float | None = None) -> StorageReport:
+    def storage(self, budget_ipc: float | None = None, *, stored_classes: int | None = None) -> StorageReport:
+        """Bases plus the addressing of ``stored_classes`` classes (default: all), in images per class of all
+        ``num_classes`` classes. Continual learning stores only the rows of the classes seen so far."""
         channels, height, width = self.image_shape
-        floats = self.num_bases * math.prod(self.base_shape) + self.num_classes * self.images_per_class * \
-            self.num_bases
+        rows = self.num_classes if stored_classes is None else int(stored_classes)
+        if not 0 <= rows <= self.num_classes:
+            raise ValueError(f"stored_classes must lie in [0, {self.num_classes}], got {stored_classes}")
+        floats = self.num_bases * math.prod(self.base_shape) + rows * self.images_per_class * self.num_bases
         return storage_report(floats, num_classes=self.num_classes, pixels_per_image=channels * height * width,
                               budget_ipc=budget_ipc)
+
+    # ---------------------------------------------------------------- continual learning (additive API)
+
+    @torch.no_grad()
+    def extend_bases(self, images_NCHW: Tensor) -> None:
+        """Append N bases made from full-resolution images (average-pooled by ``downsample``, like the init).
+
+        Every existing addressing row gets coefficient 0 on the new bases, so every recall is unchanged.
+        The parameters are replaced by larger ones: build optimisers after calling this.
+        """
+        if images_NCHW.dim() != 4 or tuple(images_NCHW.shape[1:]) != self.image_shape:
+            raise UserError(f"new bases must be [N, {', '.join(map(str, self.image_shape))}] images, "
+                            f"got {list(images_NCHW.shape)}")
+        imgs = images_NCHW.detach().to(self.bases)
+        new_NCHW = F.avg_pool2d(imgs, self.downsample) if self.downsample > 1 else imgs.clone()
+        n = new_NCHW.shape[0]
+        zeros_CRN = self.addressing.new_zeros(self.num_classes, self.images_per_class, n)
+        self.bases = nn.Parameter(torch.cat([self.bases.detach(), new_NCHW]).contiguous(),
+                                  requires_grad=self.bases.requires_grad)
+        self.addressing = nn.Parameter(torch.cat([self.addressing.detach(), zeros_CRN], dim=2).contiguous(),
+                                       requires_grad=self.addressing.requires_grad)
+        self.num_bases += n
+
+    @torch.no_grad()
+    def fit_rows(self, classes: list[int], images_CRCHW: Tensor) -> None:
+        """Set the addressing rows of ``classes`` to the least-squares coefficients of real images on the
+        current bases: recall of class c, slot j starts as the projection of ``images_CRCHW[i, j]`` onto the
+        span of the bases (its best approximation the memory can express). Other rows are untouched.
+        """
+        R = self.images_per_class
+        if images_CRCHW.shape[:2] != (len(classes), R) or tuple(images_CRCHW.shape[2:]) != self.image_shape:
+            raise UserError(f"fit_rows needs [{len(classes)}, {R}, {', '.join(map(str, self.image_shape))}] "
+                            f"images, got {list(images_CRCHW.shape)}")
+        basis_DK = self.full_resolution_bases().detach().reshape(self.num_bases, -1).T.double()
+        target_DN = images_CRCHW.detach().to(basis_DK).reshape(len(classes) * R, -1).T
+        # lstsq on the CPU in float64: K is small, and gelsd handles rank-deficient bases (duplicate images)
+        coeff_NK = torch.linalg.lstsq(basis_DK.cpu(), target_DN.cpu(), driver="gelsd").solution.T
+        self.addressing[torch.as_tensor(classes, device=self.addressing.device)] = \
+            coeff_NK.reshape(len(classes), R, self.num_bases).to(self.addressing)

@@ -11,6 +11,9 @@ One meta-gradient:
 4. push that gradient, plus the coefficient L2 regulariser, into the memory's ``.grad`` with one
    backward through the recall.
 
+With ``memory.query_mix > 0`` step 1 recalls some classes with mixed label vectors instead of one-hot ones
+(:func:`mixed_recall`), and those images train the inner network with their soft label.
+
 Pushing the gradient through the recall once (step 4) instead of re-recalling inside every inner step
 keeps the engine unaware of memories and costs one small matmul instead of T of them.
 
@@ -29,7 +32,7 @@ from torch.func import functional_call
 from rtp_scale.config import Config
 from rtp_scale.data.augment import AugmentDraw, Augmenter
 from rtp_scale.models import init_params
-from rtp_scale.unroll import UnrollPolicy, unroll_meta_grad
+from rtp_scale.unroll import ChunkedLoss, UnrollPolicy, unroll_meta_grad
 from rtp_scale.unroll.engine import GradReducer
 
 
@@ -62,6 +65,36 @@ def shard_columns(width: int, shard: int, num_shards: int) -> slice:
     """The contiguous slice of a minibatch of ``width`` images that inner shard ``shard`` computes."""
     bounds = [width * s // num_shards for s in range(num_shards + 1)]
     return slice(bounds[shard], bounds[shard + 1])
+
+
+def mixed_recall(memory: nn.Module, y_all: Tensor, per_class: int, *, prob: float,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Recall every class block with a query that is mixed with probability ``prob`` (``memory.query_mix``).
+
+    Returns (x [B*r, C, H, W], soft targets [B*r, memory.num_classes]): block b's r images are
+    ``memory.recall(q_b)`` and carry the label vector ``q_b`` (see rtp_scale.memory.queries.draw_mixed_queries).
+    ``y_all`` is the class-major label vector of ``memory.class_images()``.
+    """
+    from rtp_scale.memory.queries import draw_mixed_queries
+
+    q_BC = draw_mixed_queries(y_all[::per_class], memory.num_classes, prob=prob, generator=generator)
+    x_BR = memory.recall(q_BC.to(y_all.device))
+    q_BC = q_BC.to(device=x_BR.device, dtype=x_BR.dtype)
+    return x_BR.reshape(-1, *x_BR.shape[2:]), q_BC.repeat_interleave(per_class, dim=0)
+
+
+def real_batch_loss(net: nn.Module, real_x: Tensor, real_y: Tensor, chunk: int) -> ChunkedLoss:
+    """Mean cross-entropy of the network on the real batch, as parts of at most ``chunk`` images (0: one part)."""
+    n = len(real_y)
+    step = chunk or n
+
+    def part(rows: slice):
+        def loss(params: dict[str, Tensor]) -> Tensor:
+            logits = functional_call(net, params, (real_x[rows],))
+            return F.cross_entropy(logits, real_y[rows], reduction="sum") / n
+        return loss
+
+    return ChunkedLoss(tuple(part(slice(s, s + step)) for s in range(0, n, step)))
 
 
 class RtpMethod:
@@ -106,6 +139,9 @@ class RtpMethod:
         plan = draw_plan(num_classes=num_classes, images_per_class=per_class,
                          batch_per_class=cfg.inner.batch_per_class, steps=steps, max_steps=cfg.inner.steps,
                          augmenter=self.augmenter, generator=generator, device=device, dtype=dtype)
+        if cfg.memory.query_mix > 0:
+            # drawn after the plan, so that query_mix=0 consumes exactly the random stream it always did
+            x_all, y_all = mixed_recall(memory, y_all, per_class, prob=cfg.memory.query_mix, generator=generator)
         width = plan.batch_idx_TB.shape[1]
         columns = shard_columns(width, shard, num_shards)
         net, augmenter = self.net, self.augmenter
@@ -120,8 +156,7 @@ class RtpMethod:
             # sum / full width: the shards' losses add up to the mean over the whole minibatch
             return F.cross_entropy(functional_call(net, params, (xb,)), yb, reduction="sum") / width
 
-        def outer_loss(params: dict[str, Tensor]) -> Tensor:
-            return F.cross_entropy(functional_call(net, params, (real_x,)), real_y)
+        outer_loss = real_batch_loss(net, real_x, real_y, cfg.unroll.outer_chunk)
 
         leaf = x_all.detach().requires_grad_(True)
         result = unroll_meta_grad(inner_loss=inner_loss, outer_loss=outer_loss, params0=params0, meta=(leaf,),

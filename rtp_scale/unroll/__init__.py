@@ -7,9 +7,10 @@ an outer-loss function, an initial parameter dict, meta-parameter tensors and a 
   differentiable) and ``zeros_like_params``.
 - :mod:`.policy`: ``UnrollPolicy`` (full / segmented / truncated, segment length, offload).
 - :mod:`.engine`: ``unroll_meta_grad`` (forward pass + segment-by-segment adjoint recursion),
-  ``UnrollResult``, and ``SavedTensorMeter`` (peak graph memory, for sanity checks).
+  ``UnrollResult``, ``ChunkedLoss`` (an outer loss differentiated part by part), and ``SavedTensorMeter`` (peak graph memory, for sanity checks).
 """
 from rtp_scale.unroll.engine import (
+    ChunkedLoss,
     GradReducer,
     InnerLoss,
     OuterLoss,
@@ -21,6 +22,7 @@ from rtp_scale.unroll.inner import Params, sgd_momentum_step, zeros_like_params
 from rtp_scale.unroll.policy import UnrollPolicy
 
 __all__ = [
+    "ChunkedLoss",
     "GradReducer",
     "InnerLoss",
     "OuterLoss",

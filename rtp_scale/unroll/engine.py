@@ -58,6 +58,39 @@ OuterLoss = Callable[[Params], Tensor]
 GradReducer = Callable[[Params], Params] | None
 
 
+@dataclass(frozen=True)
+class ChunkedLoss:
+    """An outer loss given as parts whose sum is the loss (e.g. chunks of a large real batch).
+
+    Calling it returns the whole loss, which ``full`` mode differentiates inside its one graph. The
+    ``segmented`` and ``truncated`` modes take ``dL/dtheta_T`` one part at a time and add the parts'
+    gradients, so only one part's activations are alive at once: the same gradient (up to summation
+    order) at a fraction of the peak memory when the real batch is large.
+    """
+
+    parts: tuple[OuterLoss, ...]
+
+    def __call__(self, params: Params) -> Tensor:
+        return sum(part(params) for part in self.parts)
+
+
+def _outer_value_and_grad(outer_loss: OuterLoss, theta: Params, names: list[str]) -> tuple[Tensor, list[Tensor]]:
+    """``(L(theta), dL/dtheta)`` for the given parameter names, one :class:`ChunkedLoss` part at a time."""
+    parts = outer_loss.parts if isinstance(outer_loss, ChunkedLoss) else (outer_loss,)
+    inputs = [theta[n] for n in names]
+    total: Tensor | None = None
+    grads: list[Tensor] | None = None
+    for part in parts:
+        value = part(theta)
+        part_grads = [g if g is not None else torch.zeros_like(x)
+                      for g, x in zip(torch.autograd.grad(value, inputs, allow_unused=True), inputs)]
+        grads = part_grads if grads is None else [a + b for a, b in zip(grads, part_grads)]
+        total = value.detach() if total is None else total + value.detach()
+        del value  # this part's graph (its activations) goes before the next part is computed
+    assert total is not None and grads is not None, "a ChunkedLoss needs at least one part"
+    return total, grads
+
+
 @dataclass
 class UnrollResult:
     """What one unroll returns. All tensors are detached."""
@@ -246,10 +279,8 @@ def _unroll(*, inner_loss: InnerLoss, outer_loss: OuterLoss, params0: Params, me
 
     # ---- adjoint at the end: a_theta = dL/dtheta_T, a_v = 0 (L does not read v_T)
     theta_T = theta
-    loss_T = outer_loss(theta_T)
     names = list(theta_T)
-    a_theta = [g if g is not None else torch.zeros_like(theta_T[n]) for n, g in
-               zip(names, torch.autograd.grad(loss_T, [theta_T[n] for n in names], allow_unused=True))]
+    loss_T, a_theta = _outer_value_and_grad(outer_loss, theta_T, names)
     a_v: list[Tensor] | None = None  # None == all zeros: v_T is left out of the first backward
 
     # ---- reverse: one segment at a time, last to first

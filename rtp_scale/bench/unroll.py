@@ -1,0 +1,304 @@
+"""Benchmark of the unroll engine on the real RtP meta-gradient: time, peak memory and FLOPs per outer step.
+
+    python -m rtp_scale.bench unroll                       # the issue's measurement (quiet 2-core CPU: ~20 min)
+    python -m rtp_scale.bench unroll --quick --out tmp     # seconds: T in {4, 8}, width 16, 1 timed step
+    python -m rtp_scale.bench unroll --device cuda --steps 50,150,500,1000,2000
+
+Setting (the issue's): ConvNet-128-3 with instance norm on mnist5k (1x28x28, 10 classes), the default
+addressable memory at 1 IPC (16 bases at 14x14, 29 recalled images per class), 10 synthetic images per
+inner step (``inner.batch_per_class=1``), real batch 640 (``data.real_per_class=64``), inner SGD with
+momentum 0.9, no augmentation. Rows: every ``--modes`` mode at every ``--steps`` T, except that ``full``
+(whose graph grows linearly with T) runs only up to ``--full-max-steps`` (default: the smallest T).
+
+Every row runs in a fresh subprocess (:mod:`rtp_scale.bench._worker`): a warm-up outer step, ``--timed``
+timed outer steps, then the peak memory is read (CPU: ``ru_maxrss`` of that process, which includes the
+~0.8 GB of an imported torch and the loaded dataset, shown separately as ``setup``; CUDA:
+``torch.cuda.max_memory_allocated`` since setup), then one instrumented step counts FLOPs
+(``FlopCounterMode``: convolutions and matmuls, double backward included; elementwise and norm ops are not
+counted) and the peak bytes of autograd's saved tensors (``SavedTensorMeter``, an upper bound).
+The achieved rate (counted GFLOP / mean step time) is compared with this machine's measured float32
+2048^3 matmul rate and its rate on the ConvNet's dominant convolution.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import rtp_scale
+from rtp_scale.bench.machine import load_average, machine_info, peak_rates
+from rtp_scale.config import build_config
+from rtp_scale.runtime import resolve_device
+
+MODES = ("full", "segmented")
+NUM_CLASSES = 10  # mnist5k
+FULL_STEPS = (50, 150, 500, 1000)
+QUICK_STEPS = (4, 8)
+# the issue's targets on the 2-core CPU (GB read as GiB)
+TARGET_STEP_S = 11.0
+TARGET_PEAK_MB = 2048.0
+TARGET_T1000_MB = 2560.0
+TARGET_INNER_STEP_RATIO = 1.15
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything that decides what a row measures, apart from its mode and T."""
+
+    device: str = "cpu"
+    width: int = 128
+    depth: int = 3
+    norm: str = "instance"
+    real_per_class: int = 64
+    batch_per_class: int = 1
+    momentum: float = 0.9
+    segment: int = 0
+    seed: int = 0
+    timed: int = 2
+    threads: int = 0
+    count: bool = True
+    quick: bool = False
+
+
+def plan_rows(modes: list[str], steps: list[int], full_max_steps: int | None) -> list[tuple[str, int]]:
+    """(mode, T) rows: first every mode at the smallest T (the comparison), then the longer unrolls."""
+    steps = sorted(set(steps))
+    cap = steps[0] if full_max_steps is None else full_max_steps
+    rows = [(mode, t) for t in steps for mode in modes if not (mode == "full" and t > cap)]
+    return sorted(rows, key=lambda r: (r[1] != steps[0], r[1], modes.index(r[0])))
+
+
+def overrides_for(mode: str, steps: int, s: Settings) -> list[str]:
+    """The ``--set`` overrides of one row: exactly the config ``python -m rtp_scale.distill`` would run."""
+    return [
+        "data.name=mnist5k", "data.augment=none", f"data.real_per_class={s.real_per_class}",
+        "model.name=convnet", f"model.width={s.width}", f"model.depth={s.depth}", f"model.norm={s.norm}",
+        "memory.kind=addressable", "memory.ipc=1",
+        f"inner.steps={steps}", f"inner.batch_per_class={s.batch_per_class}", f"inner.momentum={s.momentum}",
+        f"unroll.mode={mode}", f"unroll.segment={0 if mode == 'full' else min(s.segment, steps)}",
+        f"run.device={s.device}", f"run.seed={s.seed}",
+    ]
+
+
+def _child_env() -> dict[str, str]:
+    root = str(Path(rtp_scale.__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
+
+
+def run_row(mode: str, steps: int, s: Settings, workdir: Path) -> dict:
+    """Run one configuration in a fresh interpreter and return its row (with ``error`` when it failed)."""
+    overrides = overrides_for(mode, steps, s)
+    cfg = build_config(None, overrides)  # a bad combination fails here, before a process is started
+    row: dict = {"mode": mode, "steps": steps, "overrides": overrides, "config": cfg.to_dict(),
+                 "load_average_before": load_average()}
+    spec_path, result_path = workdir / f"{mode}-{steps}.spec.json", workdir / f"{mode}-{steps}.result.json"
+    spec_path.write_text(json.dumps({"overrides": overrides, "timed": s.timed, "threads": s.threads,
+                                     "count": s.count}))
+    tick = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "rtp_scale.bench._worker", str(spec_path), str(result_path)],
+                          capture_output=True, text=True, env=_child_env())
+    row["process_s"] = time.perf_counter() - tick
+    row["load_average_after"] = load_average()
+    if proc.returncode != 0 or not result_path.exists():
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+        killed = proc.returncode < 0 or proc.returncode == 137
+        why = "killed (out of memory?)" if killed else (lines[-1] if lines else "no output")
+        row["error"] = f"worker exited with status {proc.returncode}: {why}"
+        return row
+    row.update(json.loads(result_path.read_text()))
+    times = row["step_times_s"]
+    row["step_s_mean"] = sum(times) / len(times)
+    row["step_s_min"] = min(times)
+    row["inner_step_ms"] = 1e3 * row["step_s_mean"] / steps
+    row["peak_mb"] = row.get("peak_device_mb", row["peak_rss_mb"])
+    if "flops" in row:
+        row["gflop"] = row["flops"] / 1e9
+        row["achieved_gflops"] = row["gflop"] / row["step_s_mean"]
+        row["achieved_gflops_best"] = row["gflop"] / row["step_s_min"]
+    return row
+
+
+def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b x``."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def linear_fits(rows: list[dict]) -> dict:
+    """Per mode with >= 2 lengths: time and FLOPs as fixed (outer loss, recall) + per-inner-step costs."""
+    fits = {}
+    for mode in MODES:
+        ok = [r for r in rows if r["mode"] == mode and "error" not in r]
+        if len({r["steps"] for r in ok}) < 2:
+            continue
+        xs = [float(r["steps"]) for r in ok]
+        a, b = _fit(xs, [r["step_s_mean"] for r in ok])
+        fit = {"fixed_s": a, "per_inner_step_s": b}
+        if all("gflop" in r for r in ok):
+            fa, fb = _fit(xs, [r["gflop"] for r in ok])
+            fit.update(fixed_gflop=fa, per_inner_step_gflop=fb)
+            if b > 0:
+                fit["per_inner_step_gflops"] = fb / b
+            if a > 0:
+                fit["fixed_gflops"] = fa / a
+        fit["peak_mb_per_inner_step"] = _fit(xs, [r["peak_mb"] for r in ok])[1]
+        fits[mode] = fit
+    return fits
+
+
+def check_targets(rows: list[dict], s: Settings) -> dict:
+    """The issue's targets, judged on this run (meaningful only for the issue's setting on a quiet CPU)."""
+    if s.quick or s.device != "cpu" or (s.width, s.depth, s.real_per_class, s.batch_per_class) != (128, 3, 64, 1):
+        return {"applicable": False, "why": "targets are for the issue's setting (width 128, real batch 640, "
+                                            "10 images per inner step) on the CPU, not --quick"}
+    ok = [r for r in rows if "error" not in r]
+    checks: dict = {"applicable": True}
+    base_t = min((r["steps"] for r in rows), default=None)
+    base = [r for r in ok if r["steps"] == base_t]
+    if base:
+        fastest = min(base, key=lambda r: r["step_s_mean"])
+        checks["fastest_at_base"] = {
+            "mode": fastest["mode"], "steps": base_t, "step_s": fastest["step_s_mean"],
+            "peak_mb": fastest["peak_mb"],
+            "pass": fastest["step_s_mean"] <= TARGET_STEP_S and fastest["peak_mb"] <= TARGET_PEAK_MB,
+            "target": f"<= {TARGET_STEP_S} s per outer step and <= {TARGET_PEAK_MB:.0f} MiB peak RSS"}
+        # the same target for every mode, to see whether some slower mode would meet both bounds
+        checks["fastest_at_base"]["by_mode"] = {
+            r["mode"]: {"step_s": r["step_s_mean"], "peak_mb": r["peak_mb"],
+                        "pass": r["step_s_mean"] <= TARGET_STEP_S and r["peak_mb"] <= TARGET_PEAK_MB} for r in base}
+    seg = sorted((r for r in ok if r["mode"] == "segmented"), key=lambda r: r["steps"])
+    if len(seg) >= 2:
+        first, last = seg[0], seg[-1]
+        grow = (last["peak_mb"] - last["rss_setup_mb"]) / max(first["peak_mb"] - first["rss_setup_mb"], 1e-9)
+        checks["segmented_memory_sublinear"] = {
+            "steps": [first["steps"], last["steps"]], "growth_over_setup": grow,
+            "length_ratio": last["steps"] / first["steps"], "pass": grow < last["steps"] / first["steps"],
+            "target": "peak minus setup RSS grows by less than the unroll length does"}
+        ratios = {str(r["steps"]): r["inner_step_ms"] / first["inner_step_ms"] for r in seg}
+        # s/step / T also spreads the fixed real-batch loss over T, which favours long unrolls; the marginal
+        # cost between consecutive lengths shows whether an inner step itself gets slower as T grows
+        marginal = {f"{a['steps']}-{b['steps']}":
+                    1e3 * (b["step_s_mean"] - a["step_s_mean"]) / (b["steps"] - a["steps"])
+                    for a, b in zip(seg, seg[1:])}
+        checks["segmented_inner_step_time"] = {
+            "ratio_to_shortest": ratios, "pass": all(v <= TARGET_INNER_STEP_RATIO for v in ratios.values()),
+            "marginal_inner_step_ms": marginal,
+            "target": f"time per inner step within {TARGET_INNER_STEP_RATIO}x of T={first['steps']}'s"}
+    long = [r for r in seg if r["steps"] == 1000]
+    if long:
+        checks["segmented_T1000_fits"] = {"peak_mb": long[0]["peak_mb"], "pass": long[0]["peak_mb"] <= TARGET_T1000_MB,
+                                          "target": f"<= {TARGET_T1000_MB:.0f} MiB peak RSS"}
+    return checks
+
+
+def _fmt(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: dict) -> str:
+    """The human-readable report: machine, peak rates, one line per row, fits and targets."""
+    m, rates, rows = result["machine"], result["rates"], result["rows"]
+    mm = rates["matmul_2048_gflops"]
+    mem_kind = "device" if result["settings"]["device"] == "cuda" else "RSS"
+    lines = [
+        f"machine: {m['device_name']} | {m['cpus_usable']} usable CPUs, torch {m['torch_version']} with "
+        f"{m['torch_threads']} threads | load average {m['load_average']}",
+        f"peak rates (GFLOP/s): matmul 2048^3 {mm:.1f} | conv {rates['conv_shape']}: "
+        f"{rates['conv_real_batch_gflops']:.1f} / {rates['conv_inner_batch_gflops']:.1f}",
+        "",
+    ]
+    header = ["mode", "T", "k", "states", "s/step", "min s", "ms/inner", "x T0", f"peak {mem_kind} MiB",
+              "setup MiB", "graph MiB", "GFLOP", "GFLOP/s", "% matmul"]
+    table, failed = [], []
+    base_inner: dict[str, float] = {}
+    for r in rows:
+        if "error" in r:
+            failed.append(f"{r['mode']} T={r['steps']}: FAILED: {r['error']}")
+            continue
+        base = base_inner.setdefault(r["mode"], r["inner_step_ms"])
+        table.append([
+            r["mode"], str(r["steps"]), "-" if r["mode"] == "full" else str(r["segment"]), str(r["stored_states"]),
+            f"{r['step_s_mean']:.2f}", f"{r['step_s_min']:.2f}", f"{r['inner_step_ms']:.1f}",
+            f"{r['inner_step_ms'] / base:.2f}", f"{r['peak_mb']:.0f}",
+            _fmt(r["rss_setup_mb"] if mem_kind == "RSS" else None, ".0f"),
+            _fmt(r.get("saved_tensors_peak_mb"), ".0f"), _fmt(r.get("gflop"), ".1f"),
+            _fmt(r.get("achieved_gflops"), ".1f"),
+            _fmt(100 * r["achieved_gflops"] / mm if "achieved_gflops" in r else None, ".0f"),
+        ])
+    widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(header)]
+    for row in [header, *table]:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    lines += failed
+    for mode, fit in result["fits"].items():
+        text = f"{mode}: time = {fit['fixed_s']:.2f} s + T x {1e3 * fit['per_inner_step_s']:.1f} ms"
+        if "per_inner_step_gflop" in fit:
+            text += (f"; FLOPs = {fit['fixed_gflop']:.1f} + T x {fit['per_inner_step_gflop']:.2f} GFLOP"
+                     f" -> inner steps run at {_fmt(fit.get('per_inner_step_gflops'), '.1f')} GFLOP/s, the fixed"
+                     f" part (real-batch loss) at {_fmt(fit.get('fixed_gflops'), '.1f')} GFLOP/s")
+        lines.append(text)
+    checks = result["checks"]
+    if checks.get("applicable"):
+        for name, c in checks.items():
+            if isinstance(c, dict):
+                lines.append(f"target {name}: {'PASS' if c['pass'] else 'FAIL'} ({c['target']})")
+                for mode, m in c.get("by_mode", {}).items():
+                    verdict = "PASS" if m["pass"] else "FAIL"
+                    lines.append(f"    {mode}: {m['step_s']:.2f} s, {m['peak_mb']:.0f} MiB: {verdict}")
+    return "\n".join(lines)
+
+
+def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Settings,
+                  full_max_steps: int | None = None) -> dict:
+    """Run every row, print the table, write ``<out>/bench_unroll.json`` (also after each row)."""
+    device = resolve_device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    rows_plan = plan_rows(modes, steps, full_max_steps)
+    for mode, t in rows_plan:  # fail on an impossible configuration before measuring anything
+        build_config(None, overrides_for(mode, t, settings))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench_unroll.json"
+    result: dict = {
+        "benchmark": "unroll", "command": " ".join(["python -m rtp_scale.bench", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "settings": asdict(settings),
+        "memory": "addressable, ipc=1 (default: 16 bases, 29 recalled images per class)",
+        "machine": machine_info(device),
+        "rates": peak_rates(device, width=settings.width, real_batch=NUM_CLASSES * settings.real_per_class,
+                            inner_batch=NUM_CLASSES * settings.batch_per_class, quick=settings.quick),
+        "rows": [], "fits": {}, "checks": {}, "complete": False,
+    }
+
+    def save() -> None:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(path)
+
+    save()
+    with tempfile.TemporaryDirectory(prefix="rtp-bench-") as tmp:
+        for i, (mode, t) in enumerate(rows_plan):
+            print(f"[{i + 1}/{len(rows_plan)}] {mode} T={t} ...", file=sys.stderr, flush=True)
+            row = run_row(mode, t, settings, Path(tmp))
+            if "achieved_gflops" in row:
+                mm = result["rates"]["matmul_2048_gflops"]
+                row["fraction_of_matmul"] = row["achieved_gflops"] / mm
+                row["fraction_of_conv_real_batch"] = row["achieved_gflops"] / result["rates"]["conv_real_batch_gflops"]
+            result["rows"].append(row)
+            save()
+    result["fits"] = linear_fits(result["rows"])
+    result["checks"] = check_targets(result["rows"], settings)
+    result["machine"]["load_average_end"] = load_average()
+    result["complete"] = True
+    save()
+    print(format_table(result))
+    print(f"wrote {path}")
+    return result

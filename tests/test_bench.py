@@ -1,0 +1,98 @@
+"""The benchmark entry point: the quick run end to end, its JSON and table, bad flags, and the FLOP counting it
+relies on. Nothing here asserts on a wall-clock value (the machines are shared)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rtp_scale.bench.unroll import Settings, overrides_for, plan_rows
+from rtp_scale.config import build_config
+from tests.conftest import run_module
+
+
+def test_quick_run_writes_json_and_table(tmp_path):
+    out = tmp_path / "bench"
+    proc = run_module("rtp_scale.bench", "unroll", "--quick", "--out", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "bench_unroll.json").read_text())
+    assert result["complete"] is True
+    assert [(r["mode"], r["steps"]) for r in result["rows"]] == [("full", 4), ("segmented", 4), ("segmented", 8)]
+
+    machine = result["machine"]
+    assert machine["cpu_count"] >= 1 and machine["torch_threads"] == 1 and machine["torch_version"] == torch.__version__
+    assert machine["device"] == "cpu" and machine["device_name"]
+    for key in ("matmul_2048_gflops", "conv_real_batch_gflops", "conv_inner_batch_gflops"):
+        assert result["rates"][key] > 0
+
+    table = proc.stdout
+    for row in result["rows"]:
+        assert "error" not in row, row.get("error")
+        # each row is its own process that really ran the configuration it names
+        assert row["config"]["inner"]["steps"] == row["steps"] and row["config"]["unroll"]["mode"] == row["mode"]
+        assert row["config"]["model"]["width"] == 16 and row["config"]["model"]["norm"] == "instance"
+        assert row["inner_batch"] == 10 and row["real_batch"] == 640
+        assert row["steps_run"] == row["steps"] and len(row["step_times_s"]) == 1
+        for key in ("step_s_mean", "step_s_min", "inner_step_ms", "peak_mb", "peak_rss_mb", "rss_setup_mb",
+                    "gflop", "achieved_gflops", "fraction_of_matmul", "saved_tensors_peak_mb"):
+            assert row[key] > 0, key
+        assert row["peak_rss_mb"] >= row["rss_setup_mb"]
+        assert all(v == v and abs(v) < 1e6 for v in row["meta_losses"])  # finite
+        line = next((ln.split() for ln in table.splitlines()
+                     if ln.split()[:2] == [row["mode"], str(row["steps"])]), None)
+        assert line is not None, f"no table line for {row['mode']} T={row['steps']}:\n{table}"
+    full, seg4, seg8 = result["rows"]
+    assert full["stored_states"] == 0
+    assert seg4["segment"] == 2 and seg4["stored_states"] == 2  # k = ceil(sqrt(4)), T/k boundary states
+    assert seg8["segment"] == 3 and seg8["stored_states"] == 3
+    # FLOPs are exact counts: segmented recomputes every step, and a longer unroll does more work
+    assert seg4["flops"] > full["flops"] and seg8["flops"] > seg4["flops"]
+    assert result["fits"]["segmented"]["per_inner_step_gflop"] > 0
+    assert result["checks"]["applicable"] is False
+
+
+@pytest.mark.parametrize("args", [["unroll", "--modes", "nope"], ["unroll", "--steps", "0,5"], ["unroll", "--bogus"],
+                                  ["nope"], ["unroll", "--device", "tpu"], ["unroll", "--timed", "0"]])
+def test_bad_flag_is_one_line_exit_2(args, tmp_path):
+    proc = run_module("rtp_scale.bench", *args, "--out", str(tmp_path), timeout=60) if args[0] == "unroll" \
+        else run_module("rtp_scale.bench", *args, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert not (tmp_path / "bench_unroll.json").exists()
+
+
+def test_rows_and_overrides_are_the_issue_setting():
+    from rtp_scale.bench import __main__ as cli
+    from rtp_scale.bench import unroll
+
+    assert cli.MODES == unroll.MODES
+    assert plan_rows(["full", "segmented"], [1000, 50, 150, 500], None) == [
+        ("full", 50), ("segmented", 50), ("segmented", 150), ("segmented", 500), ("segmented", 1000)]
+    assert plan_rows(["segmented", "full"], [50, 150], 150) == [
+        ("segmented", 50), ("full", 50), ("segmented", 150), ("full", 150)]
+    cfg = build_config(None, overrides_for("segmented", 50, Settings()))
+    assert (cfg.model.width, cfg.model.depth, cfg.model.norm) == (128, 3, "instance")
+    assert (cfg.data.name, cfg.data.real_per_class, cfg.data.augment) == ("mnist5k", 64, "none")
+    assert (cfg.inner.steps, cfg.inner.batch_per_class, cfg.inner.momentum) == (50, 1, 0.9)
+    assert (cfg.memory.kind, cfg.memory.ipc, cfg.unroll.mode) == ("addressable", 1.0, "segmented")
+
+
+def test_flop_counter_counts_double_backward_of_a_conv():
+    """What the benchmark's FLOP column rests on: FlopCounterMode sees the ops of a create_graph backward and of
+    the backward through it (conv y = w * x; inner grad of sum(y^2) w.r.t. w; grad of its norm w.r.t. x)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n, c_in, c_out, side = 2, 3, 4, 6
+    x = torch.randn(n, c_in, side, side, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c_out, c_in, 3, 3, dtype=torch.float64, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        y = F.conv2d(x, w, padding=1)
+        (g_w,) = torch.autograd.grad((y**2).sum(), w, create_graph=True)
+        torch.autograd.grad((g_w**2).sum(), x)
+    one_conv = 2 * n * c_out * side * side * c_in * 9
+    # forward, weight grad, then through the weight grad: d/dx, d/d(dy) and dy -> x: five convolutions
+    assert counter.get_total_flops() == 5 * one_conv

@@ -1,0 +1,290 @@
+"""The submitit launcher without Slurm: sweep expansion and validation, the task, collect, and the same
+sweeps run with ``--cluster local`` (processes) and ``--cluster debug`` (in this process).
+
+The real-cluster counterparts (one job array, requeue/resume) are in tests/test_slurm.py.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ROOT, TINY, run_module
+from launch import collect as collect_mod
+from launch import sweep as sweep_mod
+from launch.task import DistillTask, distributed_env
+
+SMOKE = ROOT / "configs" / "sweeps" / "smoke.py"
+
+
+def write_recipe(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def tiny_recipe(tmp_path: Path, grid: str = '{"memory.ipc": [1, 2]}', seeds: str = "[0, 1]", extra: tuple = (),
+                name: str = "t") -> Path:
+    # TINY minus the keys this grid sweeps (a recipe may not both fix and sweep a key)
+    overrides = [o for o in TINY if f'"{o.partition("=")[0]}"' not in grid]
+    overrides += ["log.tensorboard=false", "log.image_every=0", *extra]
+    return write_recipe(tmp_path / f"{name}.py", f"""
+        NAME = {name!r}
+        GRID = {grid}
+        SEEDS = {seeds}
+        OVERRIDES = {overrides!r}
+        RESOURCES = {{"timeout_min": 5, "cpus_per_task": 1, "mem_gb": 1, "array_parallelism": 2}}
+        """)
+
+
+# ---------------------------------------------------------------------------------------------- expansion
+def test_grid_times_seeds_expands_to_validated_members(tmp_path):
+    recipe = sweep_mod.load_sweep(tiny_recipe(
+        tmp_path, grid='{"memory.ipc": [1, 2], ("model.width", "model.depth"): [(8, 2), (16, 1)]}', seeds="[0, 3]"))
+    members = sweep_mod.expand(recipe, tmp_path / "sw", ["eval.epochs=2"])
+    assert len(members) == 2 * 2 * 2
+    names = [m["name"] for m in members]
+    assert len(set(names)) == len(names) and names[0] == "ipc1_width8_depth2_s0" and names[-1] == "ipc2_width16_depth1_s3"
+    last = members[-1]["config"]
+    assert (last["memory"]["ipc"], last["model"]["width"], last["model"]["depth"], last["run"]["seed"]) == (2.0, 16, 1, 3)
+    assert last["eval"]["epochs"] == 2 and last["data"]["name"] == "digits" and last["log"]["progress"] is False
+    assert all(m["config"]["run"]["out_dir"] == str((tmp_path / "sw" / m["name"]).resolve()) for m in members)
+    assert members[1]["grid"] == {"memory.ipc": 1, "model.width": 8, "model.depth": 2, "run.seed": 3}
+
+
+def test_recipe_axis_and_shipped_budget_sweep_dry_run(tmp_path, capsys):
+    out = tmp_path / "budget"
+    assert sweep_mod.main([str(ROOT / "configs/sweeps/budget.py"), "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "54 member(s) -> ONE Slurm job array" in text and "mnist_ipc1_s0" in text and "cifar100_ipc50_s2" in text
+    assert "gpus_per_node=1" in text and "slurm_array_parallelism=8" in text
+    assert not out.exists()  # a dry run writes nothing
+
+
+def test_shipped_method_comparison_validates(tmp_path):
+    members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/methods.py"), tmp_path / "methods")
+    assert len(members) == 3 * 4 * 3
+    by_name = {m["name"]: m["config"] for m in members}
+    frepo, pixels = by_name["cifar10_ipc10_frepo_s1"], by_name["cifar10_ipc10_rtp_pixels_s1"]
+    assert (frepo["method"]["name"], frepo["memory"]["kind"], frepo["meta"]["optimizer"]) == ("frepo", "pixel", "lamb")
+    assert (pixels["method"]["name"], pixels["memory"]["kind"], pixels["memory"]["ipc"]) == ("rtp", "pixel", 10.0)
+    assert frepo["data"]["zca"] is True  # everything else comes from the shared per-budget recipe
+
+
+def test_variant_axis_names_members_and_keeps_other_keys(tmp_path):
+    recipe = sweep_mod.load_sweep(tiny_recipe(
+        tmp_path, grid='{"variant": {"mem": [], "pix": ["memory.kind=pixel"]}, "memory.ipc": [1, 2]}', seeds="[0]"))
+    members = sweep_mod.expand(recipe, tmp_path / "sw")
+    assert [m["name"] for m in members] == ["mem_ipc1_s0", "mem_ipc2_s0", "pix_ipc1_s0", "pix_ipc2_s0"]
+    assert [m["config"]["memory"]["kind"] for m in members] == ["addressable"] * 2 + ["pixel"] * 2
+    assert members[2]["grid"] == {"variant": "pix", "memory.ipc": 2 - 1, "run.seed": 0}
+
+
+@pytest.mark.parametrize("body, message", [
+    ('GRID = {"memory.ipcc": [1, 2]}', "unknown grid key 'memory.ipcc'"),
+    ('GRID = {"nosection.ipc": [1]}', "unknown grid key 'nosection.ipc'"),
+    ('GRID = {"memory.ipc": []}', "is empty: the sweep would have no members"),
+    ('GRID = {"memory.ipc": [1]}\nSEEDS = []', "SEEDS is empty"),
+    ('GIRD = {"memory.ipc": [1]}', "unknown name GIRD (did you mean GRID?)"),
+    ('GRID = {"memory.ipc": [1, -3]}', "sweep member ipc-3_s0 (memory.ipc=-3): memory.ipc=-3.0 must be > 0"),
+    ('GRID = {"run.out_dir": ["a"]}', "run.out_dir cannot be swept"),
+    ('GRID = {"memory.ipc": [1]}\nRESOURCES = {"gpu": 1}', "unknown resource 'gpu'"),
+    ('raise ValueError("oops")', "cannot load sweep recipe"),
+    ('GRID = {"variant": {"a": ["memory.ipcc=2"]}}', "sweep member a_s0 (memory.ipcc=2): unknown config key"),
+    ('GRID = {"variant": {}}', "GRID['variant'] is empty"),
+    ('GRID = {"memory.ipc": [1], "variant": {"a": ["memory.ipc=2"]}}', "variant 'a' sets memory.ipc, which the grid"),
+])
+def test_bad_recipes_fail_on_one_line_before_anything_is_written(tmp_path, body, message):
+    recipe = write_recipe(tmp_path / "bad.py", body)
+    out = tmp_path / "sw"
+    proc = run_module("launch.sweep", str(recipe), "--cluster", "local", "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    missing = run_module("launch.sweep", str(tmp_path / "nope.py"))
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: sweep recipe not found: {tmp_path / 'nope.py'}"
+    bad_flag = run_module("launch.sweep", str(SMOKE), "--cluster", "moon")
+    assert bad_flag.returncode == 2 and bad_flag.stderr.count("\n") == 1 and "--cluster" in bad_flag.stderr
+    swept = run_module("launch.sweep", str(SMOKE), "--set", "memory.ipc=3", "--dry-run")
+    assert swept.returncode == 2 and "memory.ipc: that key is swept" in swept.stderr
+    no_slurm = run_module("launch.sweep", str(SMOKE), "--out", str(tmp_path / "s"), env={"PATH": "/nonexistent"})
+    assert no_slurm.returncode == 2 and "sbatch/srun not found" in no_slurm.stderr and no_slurm.stderr.count("\n") == 1
+    no_sweep = run_module("launch.collect", str(tmp_path))
+    assert no_sweep.returncode == 2 and "no sweep manifest" in no_sweep.stderr
+
+
+def test_executor_parameters_map_resources():
+    res = sweep_mod.merged_resources({"gpus_per_node": 4, "partition": "gpu", "mem_gb": 64},
+                                     {"array_parallelism": 3, "timeout_min": 90, "slurm_extra": {"reservation": "r"}})
+    params = sweep_mod.executor_parameters("slurm", res, "rtp-x")
+    assert params["tasks_per_node"] == 4 and params["gpus_per_node"] == 4  # one process per GPU
+    assert params["slurm_partition"] == "gpu" and params["slurm_array_parallelism"] == 3
+    assert params["timeout_min"] == 90 and params["mem_gb"] == 64.0 and params["cpus_per_task"] == 1
+    assert params["slurm_additional_parameters"] == {"reservation": "r"}
+    assert str(ROOT) in params["slurm_setup"][0]
+    local = sweep_mod.executor_parameters("local", sweep_mod.merged_resources({}, {}), "rtp-x")
+    assert "cpus_per_task" not in local and local["tasks_per_node"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- the task
+def test_task_pickles_small_and_imports_rtp_scale_lazily(tmp_path):
+    code = textwrap.dedent(f"""
+        import pickle, sys
+        from launch.task import DistillTask
+        task = DistillTask({{"run": {{"out_dir": {str(tmp_path / 'm')!r}}}, "data": {{"name": "digits"}}}})
+        blob = pickle.dumps(task)
+        again = pickle.loads(blob)
+        assert again.config == task.config and again.name == "m", again
+        heavy = [m for m in ("torch", "rtp_scale.distill", "accelerate") if m in sys.modules]
+        assert not heavy, heavy
+        print(len(blob))
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) < 2000
+
+
+def test_checkpoint_requeues_the_same_task(tmp_path):
+    task = DistillTask({"run": {"out_dir": str(tmp_path / "m")}}, name="m")
+    (tmp_path / "m").mkdir()
+    delayed = task.checkpoint()
+    assert isinstance(delayed.function, DistillTask) and delayed.function.config == task.config
+    assert delayed.function.name == "m" and delayed.args == () and pickle.loads(pickle.dumps(delayed.function))
+    assert json.loads((tmp_path / "m" / "status.json").read_text())["state"] == "requeued"
+
+
+def fake_env(**kw):
+    base = dict(raw_job_id="4242", job_id="4242", hostnames=["node-a", "node-b"], num_tasks=4, num_nodes=2,
+                global_rank=3, local_rank=1, node=1, cluster="slurm")
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_distributed_env_from_job_environment():
+    env = distributed_env(fake_env())
+    assert env == {"MASTER_ADDR": "node-a", "MASTER_PORT": str(20000 + 4242), "RANK": "3", "WORLD_SIZE": "4",
+                   "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "NODE_RANK": "1"}
+
+
+def test_multi_process_job_exports_torch_distributed_env(tmp_path, monkeypatch):
+    import launch.task as task_mod
+    import rtp_scale.distill
+
+    seen = {}
+
+    def fake_run(cfg):
+        seen.update({k: task_mod.os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE",
+                                                        "LOCAL_RANK")}, out=cfg.run.out_dir)
+        return {"accuracy": {"mean": 1.0, "std": 0.0}}
+
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"):
+        monkeypatch.setenv(key, "placeholder")  # so that monkeypatch removes what the task exports
+    monkeypatch.setattr(task_mod, "job_environment", lambda: fake_env(global_rank=0, local_rank=0, node=0))
+    monkeypatch.setattr(rtp_scale.distill, "run", fake_run)
+    out = tmp_path / "m"
+    result = DistillTask({"run": {"out_dir": str(out)}, "data": {"name": "digits"}})()
+    assert seen == {"MASTER_ADDR": "node-a", "MASTER_PORT": "24242", "RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0",
+                    "out": str(out)}
+    assert result["accuracy_mean"] == 1.0
+    assert json.loads((out / "status.json").read_text())["state"] == "completed"
+
+
+# ---------------------------------------------------------------------------------------------- collect
+def _fake_member(sweep: Path, name: str, ipc: float, seed: int, *, acc: float | None = None, error: str = "",
+                 job: str = "") -> dict:
+    cfg = {"data": {"name": "digits"}, "method": {"name": "rtp"}, "memory": {"ipc": ipc}, "run": {"seed": seed}}
+    run_dir = sweep / name
+    run_dir.mkdir(parents=True)
+    if acc is not None:
+        (run_dir / "results.json").write_text(json.dumps({
+            "accuracy": {"mean": acc, "std": 0.5}, "storage": {"ipc_equivalent": ipc * 0.99}, "total_seconds": 12.0}))
+    if error:
+        (run_dir / "error.json").write_text(json.dumps({"error": error}))
+    return {"name": name, "grid": {"memory.ipc": ipc, "run.seed": seed}, "config": cfg, "jobs": [job] if job else []}
+
+
+def test_collect_averages_completed_members_only(tmp_path):
+    from submitit.core.utils import cloudpickle_dump
+
+    sweep = tmp_path / "sw"
+    members = [_fake_member(sweep, f"ipc1_s{s}", 1, s, acc=a) for s, a in enumerate([90.0, 92.0, 94.0])]
+    members += [_fake_member(sweep, "ipc1_s3", 1, 3, error="UserError: cifar10: no such folder /x"),
+                _fake_member(sweep, "ipc10_s0", 10, 0, acc=97.0), _fake_member(sweep, "ipc10_s1", 10, 1),
+                _fake_member(sweep, "ipc10_s2", 10, 2, job="77")]
+    pickled = sweep / "submitit" / "77" / "77_0_result.pkl"  # a job that died before the task could record it
+    pickled.parent.mkdir(parents=True)
+    cloudpickle_dump(("error", "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module x\n"), pickled)
+    (sweep / "sweep.json").write_text(json.dumps({"name": "fake", "cluster": "debug", "members": members}))
+
+    proc = run_module("launch.collect", str(sweep), "--plot", "--check")
+    assert proc.returncode == 1, proc.stderr  # --check: not every member completed
+    md = (sweep / "summary.md").read_text()
+    assert proc.stdout == md
+    assert "| digits | rtp | 1 | 3/4 | 92.00 ± 1.63 | 0.990 | 12 |" in md  # the failed seed is not averaged in
+    assert "| digits | rtp | 10 | 1/3 | 97.00 ± 0.00 | 9.900 | 12 |" in md
+    assert "- `ipc1_s3` (job None): UserError: cifar10: no such folder /x" in md
+    assert "- `ipc10_s2` (job 77): ModuleNotFoundError: No module x" in md
+    assert "- `ipc10_s1`: missing (never submitted)" in md
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [(r["budget_ipc"], r["completed"], r["members"], r["acc_mean"]) for r in rows] == [
+        ("1", "3", "4", "92.0000"), ("10", "1", "3", "97.0000")]
+    states = {r["member"]: (r["status"], r["error"]) for r in csv.DictReader((sweep / "members.csv").open())}
+    assert states["ipc1_s3"][0] == "failed" and states["ipc10_s2"] == ("failed", "ModuleNotFoundError: No module x")
+    assert (sweep / "accuracy_vs_budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------- running sweeps
+def test_smoke_sweep_with_local_cluster(tmp_path):
+    """The shipped 4-member smoke sweep, run by submitit's LocalExecutor (2 at a time): no Slurm needed."""
+    out = tmp_path / "smoke"
+    proc = run_module("launch.sweep", str(SMOKE), "--cluster", "local", "--array-parallelism", "2", "--out", str(out),
+                      timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["cluster"] == "local" and len(manifest["members"]) == 4
+    assert all(len(m["jobs"]) == 1 for m in manifest["members"])
+    for member in manifest["members"]:
+        results = json.loads((out / member["name"] / "results.json").read_text())
+        assert results["dataset"] == "digits" and results["config"]["run"]["seed"] == member["grid"]["run.seed"]
+    assert "| digits | rtp | 1 | 2/2 |" in proc.stdout and "| digits | rtp | 2 | 2/2 |" in proc.stdout
+    rows = list(csv.DictReader((out / "members.csv").open()))
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    again = run_module("launch.sweep", str(SMOKE), "--cluster", "local", "--out", str(out))
+    assert again.returncode == 2 and "--resubmit" in again.stderr  # never submits a sweep twice into one directory
+    nothing = run_module("launch.sweep", "--resubmit", str(out))
+    assert nothing.returncode == 0 and "nothing to resubmit" in nothing.stdout
+
+
+def test_failed_member_reported_and_only_it_resubmitted_debug_cluster(tmp_path, capsys):
+    """In-process (debug) sweep: a member that raises is reported failed with its error; the other completes."""
+    recipe = tiny_recipe(tmp_path, grid='{"data.name": ["digits", "cifar10"]}', seeds="[0]",
+                         extra=(f"data.root={tmp_path / 'no-such-data'}", "meta.steps=2"))
+    out = tmp_path / "sw"
+    assert sweep_mod.main([str(recipe), "--cluster", "debug", "--out", str(out)]) == 1  # a member failed
+    text = capsys.readouterr()
+    assert "1 member(s) did not complete" in text.err
+    report = collect_mod.collect(out)
+    states = {s.name: s for s in report["statuses"]}
+    assert states["digits_s0"].state == "completed" and states["cifar10_s0"].state == "failed"
+    assert states["cifar10_s0"].error.startswith("UserError: cifar10") and "no-such-data" in states["cifar10_s0"].error
+    assert not (out / "cifar10_s0" / "results.json").exists()
+    assert "## Failed members" in report["markdown"] and states["cifar10_s0"].error in report["markdown"]
+    assert "| cifar10 | rtp | 1 | 0/1 |  |" in report["markdown"]
+
+    assert sweep_mod.main(["--resubmit", str(out), "--dry-run"]) == 0
+    assert "resubmitting 1 member(s): cifar10_s0 (failed)" in capsys.readouterr().out
+    assert sweep_mod.main(["--resubmit", str(out)]) == 1  # it fails again, alone
+    manifest = json.loads((out / "sweep.json").read_text())
+    jobs = {m["name"]: m["jobs"] for m in manifest["members"]}
+    assert len(jobs["digits_s0"]) == 1 and len(jobs["cifar10_s0"]) == 2
+    assert manifest["submissions"][-1]["members"] == ["cifar10_s0"]
+    assert manifest["members"][1]["previous_errors"][0]["error"].startswith("UserError: cifar10")
