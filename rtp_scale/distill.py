@@ -168,7 +168,7 @@ def run(cfg: Config) -> dict:
             step_metrics.update({"meta/grad_norm": grad_norm, "sys/step_time": time.perf_counter() - tick,
                                  "sys/peak_mem": _peak_memory_mb(device)})
             if lr_optimizer is not None:
-                step_metrics["inner/lr_mean"] = float(lrs.mean())
+                step_metrics["inner/lr_mean"] = float(lrs.detach().mean())
             history.append({"step": done, **step_metrics})
             if done % cfg.log.every == 0 or done == cfg.meta.steps:
                 writer.scalars(step_metrics, done)

@@ -383,8 +383,10 @@ def render(result: dict) -> str:
     return "\n".join(out)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rtp_scale.bench.scaling", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:  # a OneLineParser: bad flags exit 2 with one line
+    from rtp_scale.cli import OneLineParser
+
+    parser = OneLineParser(prog="python -m rtp_scale.bench.scaling", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", metavar="DIR", default="bench-results", help="write DIR/bench_scaling.json")
     parser.add_argument("--parts", default="throughput,memory", metavar="P[,P]",

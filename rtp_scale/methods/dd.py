@@ -33,7 +33,7 @@ from torch.func import functional_call
 
 from rtp_scale.config import Config
 from rtp_scale.data.augment import Augmenter
-from rtp_scale.methods.rtp import shard_columns
+from rtp_scale.methods.rtp import push_to_memory, real_batch_loss, shard_columns
 from rtp_scale.models import init_params
 from rtp_scale.seeding import make_generator
 from rtp_scale.unroll import UnrollPolicy, unroll_meta_grad
@@ -103,21 +103,14 @@ class DDMethod:
             # sum / full width: the shards' losses add up to the mean over the step's images
             return F.cross_entropy(functional_call(net, params, (xb,)), yb, reduction="sum") / len(idx)
 
-        def outer_loss(params: dict[str, Tensor]) -> Tensor:
-            return F.cross_entropy(functional_call(net, params, (real_x,)), real_y)
-
+        outer_loss = real_batch_loss(net, real_x, real_y, cfg.unroll.outer_chunk)
         leaf = x_in.detach().requires_grad_(True)
         result = unroll_meta_grad(inner_loss=inner_loss, outer_loss=outer_loss, params0=params0, meta=(leaf,),
                                   steps=T, lrs=lrs, momentum=0.0, weight_decay=cfg.inner.weight_decay,
                                   policy=self.policy, reduce_grad=reduce_grad)
-        regulariser = cfg.memory.coeff_l2 * memory.coefficient_l2()
-        outputs, grads = [x_in], [scale * result.meta_grads[0]]
-        if regulariser.requires_grad:
-            outputs.append(regulariser)
-            grads.append(torch.full_like(regulariser, scale))
-        torch.autograd.backward(outputs, grads)
+        regulariser = push_to_memory(memory, x_in, result.meta_grads[0], coeff_l2=cfg.memory.coeff_l2, scale=scale)
         lr_grad = None if result.lr_grad is None else scale * result.lr_grad
-        metrics = {"meta/loss": result.outer_loss, "meta/regulariser": float(regulariser.detach()),
+        metrics = {"meta/loss": result.outer_loss, "meta/regulariser": regulariser,
                    "inner/loss_first": result.inner_losses[0], "inner/loss_last": result.inner_losses[-1],
                    "inner/steps": float(T), "inner/epochs": float(math.ceil(T / self.steps_per_epoch))}
         return metrics, lr_grad

@@ -97,6 +97,18 @@ def real_batch_loss(net: nn.Module, real_x: Tensor, real_y: Tensor, chunk: int) 
     return ChunkedLoss(tuple(part(slice(s, s + step)) for s in range(0, n, step)))
 
 
+def push_to_memory(memory: nn.Module, recalled: Tensor, image_grad: Tensor, *, coeff_l2: float, scale: float) -> float:
+    """Back-propagate ``scale * image_grad`` (d meta-loss / d recalled images) and ``scale *`` the coefficient
+    L2 regulariser into the memory's ``.grad`` with one backward through the recall; returns the regulariser."""
+    regulariser = coeff_l2 * memory.coefficient_l2()
+    outputs, grads = [recalled], [scale * image_grad]
+    if regulariser.requires_grad:
+        outputs.append(regulariser)
+        grads.append(torch.full_like(regulariser, scale))
+    torch.autograd.backward(outputs, grads)
+    return float(regulariser.detach())
+
+
 class RtpMethod:
     """Computes RtP meta-gradients into a memory's ``.grad`` (and returns the learned-lr gradient)."""
 
@@ -162,18 +174,13 @@ class RtpMethod:
         result = unroll_meta_grad(inner_loss=inner_loss, outer_loss=outer_loss, params0=params0, meta=(leaf,),
                                   steps=steps, lrs=lrs[:steps], momentum=cfg.inner.momentum,
                                   weight_decay=cfg.inner.weight_decay, policy=self.policy, reduce_grad=reduce_grad)
-        regulariser = cfg.memory.coeff_l2 * memory.coefficient_l2()
-        outputs, grads = [x_all], [scale * result.meta_grads[0]]
-        if regulariser.requires_grad:
-            outputs.append(regulariser)
-            grads.append(torch.full_like(regulariser, scale))
-        torch.autograd.backward(outputs, grads)
+        regulariser = push_to_memory(memory, x_all, result.meta_grads[0], coeff_l2=cfg.memory.coeff_l2, scale=scale)
 
         lr_grad = None
         if result.lr_grad is not None:
             lr_grad = torch.zeros_like(lrs)
             lr_grad[:steps] = scale * result.lr_grad
-        metrics = {"meta/loss": result.outer_loss, "meta/regulariser": float(regulariser.detach()),
+        metrics = {"meta/loss": result.outer_loss, "meta/regulariser": regulariser,
                    "inner/loss_first": result.inner_losses[0], "inner/loss_last": result.inner_losses[-1],
                    "inner/steps": float(steps)}
         return metrics, lr_grad
