@@ -1,9 +1,14 @@
-"""Shared helpers: tiny, fast configurations and a subprocess runner for the entry points."""
+"""Shared helpers: tiny, fast configurations, a subprocess runner for the entry points, and the session's real
+one-node Slurm cluster (``slurm_cluster``), started on first use by the project's slurm/start-local-cluster.sh."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -30,3 +35,58 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"run.out_dir={tmp_path / 'run'}"]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _cannot_run(reason: str) -> None:
+    if os.environ.get("RTP_REQUIRE_SLURM") == "1":
+        pytest.fail(f"RTP_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A private one-node cluster with accounting; yields its SLURM_CONF (also exported for this process)."""
+    script = ROOT / "slurm" / "start-local-cluster.sh"
+    if os.name != "posix" or os.geteuid() != 0:
+        _cannot_run("the local Slurm cluster needs root (it installs Debian packages and runs the daemons)")
+    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
+        _cannot_run("Slurm is not installed and there is no apt-get to install it (Debian/Ubuntu only)")
+    # a directory every daemon user can traverse (MariaDB runs as 'mysql'; pytest's tmp dirs are 0700)
+    slurm_dir = Path(tempfile.mkdtemp(prefix="rtp-slurm-test-", dir="/tmp"))
+    ctld, slurmd, dbd, mysql = _free_ports(4)
+    env = {**os.environ, "SLURM_DIR": str(slurm_dir), "SLURM_ACCOUNTING": "1", "SLURM_FRESH": "1",
+           "SLURMCTLD_PORT": str(ctld), "SLURMD_PORT": str(slurmd), "SLURMDBD_PORT": str(dbd),
+           "MYSQL_PORT": str(mysql), "SLURM_CLUSTER_NAME": f"rtptest{os.getpid()}",
+           "SLURM_CRED_EXPIRE": "5"}  # a requeued job may restart after 5 s (Slurm default: 120)
+    stop = ROOT / "slurm" / "stop-local-cluster.sh"
+    started = time.monotonic()
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        subprocess.run(["bash", str(stop)], env={**env, "SLURM_WIPE": "1"}, capture_output=True, timeout=120)
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
+        if "apt-get install failed" in proc.stderr:
+            _cannot_run("slurm/start-local-cluster.sh could not install Slurm: " + " | ".join(tail))
+        pytest.fail("slurm/start-local-cluster.sh failed:\n" + "\n".join(tail))
+    print(f"local Slurm cluster up in {time.monotonic() - started:.1f} s ({slurm_dir})")
+    conf = str(slurm_dir / "etc" / "slurm.conf")
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    try:
+        yield conf
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        subprocess.run(["bash", str(stop)], env={**env, "SLURM_WIPE": "1"}, capture_output=True, timeout=120)

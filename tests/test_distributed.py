@@ -326,24 +326,11 @@ def test_killing_one_rank_makes_the_launch_exit_non_zero_within_a_minute(tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------- Slurm
-def _slurm_up() -> bool:
-    if shutil.which("sbatch") is None:
-        return False
-    try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.mark.slurm
 @pytest.mark.dist
-def test_multinode_sbatch_runs_a_two_process_accelerate_job(tmp_path):
-    """slurm/multinode.sbatch (one `accelerate launch` per node) with the CPU accelerate config on a real local
-    one-node cluster; a run that fails on its ranks fails the job. Start a cluster first:
-    bash slurm/start-local-cluster.sh && source "${TMPDIR:-/tmp}/rtp-slurm/env.sh"."""
-    if not _slurm_up():
-        pytest.skip("no Slurm cluster answers sinfo (start one: bash slurm/start-local-cluster.sh, then source "
-                    "its env.sh)")
+def test_multinode_sbatch_runs_a_two_process_accelerate_job(slurm_cluster, tmp_path):
+    """slurm/multinode.sbatch (one `accelerate launch` per node) with the CPU accelerate config on the session's
+    real local one-node cluster (tests/conftest.py); a run that fails on its ranks fails the job."""
     recipe = tmp_path / "tiny.toml"
     recipe.write_text('[data]\nname = "digits"\n')
     sbatch = ["sbatch", "--wait", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2", "--time=10",

@@ -2,19 +2,17 @@
 this test session by the project's own ``slurm/start-local-cluster.sh`` in a private directory on free ports,
 and stopped (and wiped) at the end.
 
-Skipped, with the reason, only where Slurm cannot be installed or started (not root, no apt-get, the package
-install fails); set ``RTP_REQUIRE_SLURM=1`` (CI) to turn that skip into a failure. Run alone with
+The fixture ``slurm_cluster`` lives in tests/conftest.py (tests/test_distributed.py uses it too). Skipped,
+with the reason, only where Slurm cannot be installed or started (not root, no apt-get, the package
+install fails); set ``RTP_REQUIRE_SLURM=1`` (.ci/run does) to turn that skip into a failure. Run alone with
 ``python -m pytest -m slurm tests/test_slurm.py``.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -30,61 +28,6 @@ pytestmark = pytest.mark.slurm
 SMOKE = ROOT / "configs" / "sweeps" / "smoke.py"
 # one CPU per member: the test machine's node has 2, so an array runs 2 members at a time
 RESOURCES = {"partition": "debug", "timeout_min": 10, "cpus_per_task": 1, "mem_gb": 1, "array_parallelism": 2}
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _cannot_run(reason: str) -> None:
-    if os.environ.get("RTP_REQUIRE_SLURM") == "1":
-        pytest.fail(f"RTP_REQUIRE_SLURM=1 but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A private one-node cluster with accounting; yields its SLURM_CONF (also exported for this process)."""
-    script = ROOT / "slurm" / "start-local-cluster.sh"
-    if os.name != "posix" or os.geteuid() != 0:
-        _cannot_run("the local Slurm cluster needs root (it installs Debian packages and runs the daemons)")
-    if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
-        _cannot_run("Slurm is not installed and there is no apt-get to install it (Debian/Ubuntu only)")
-    # a directory every daemon user can traverse (MariaDB runs as 'mysql'; pytest's tmp dirs are 0700)
-    slurm_dir = Path(tempfile.mkdtemp(prefix="rtp-slurm-test-", dir="/tmp"))
-    ctld, slurmd, dbd, mysql = _free_ports(4)
-    env = {**os.environ, "SLURM_DIR": str(slurm_dir), "SLURM_ACCOUNTING": "1", "SLURM_FRESH": "1",
-           "SLURMCTLD_PORT": str(ctld), "SLURMD_PORT": str(slurmd), "SLURMDBD_PORT": str(dbd),
-           "MYSQL_PORT": str(mysql), "SLURM_CLUSTER_NAME": f"rtptest{os.getpid()}",
-           "SLURM_CRED_EXPIRE": "5"}  # a requeued job may restart after 5 s (Slurm default: 120)
-    stop = ROOT / "slurm" / "stop-local-cluster.sh"
-    started = time.monotonic()
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        subprocess.run(["bash", str(stop)], env={**env, "SLURM_WIPE": "1"}, capture_output=True, timeout=120)
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
-        if "apt-get install failed" in proc.stderr:
-            _cannot_run("slurm/start-local-cluster.sh could not install Slurm: " + " | ".join(tail))
-        pytest.fail("slurm/start-local-cluster.sh failed:\n" + "\n".join(tail))
-    print(f"local Slurm cluster up in {time.monotonic() - started:.1f} s ({slurm_dir})")
-    conf = str(slurm_dir / "etc" / "slurm.conf")
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = conf
-    try:
-        yield conf
-    finally:
-        if old is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = old
-        subprocess.run(["bash", str(stop)], env={**env, "SLURM_WIPE": "1"}, capture_output=True, timeout=120)
 
 
 def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):
