@@ -6,8 +6,8 @@ from torch import nn
 
 from rtp_scale.config import Config
 from rtp_scale.data import SplitDataset
-from rtp_scale.data.sources import MemorySource, RealSource
 from rtp_scale.data.sampler import random_subset_per_class
+from rtp_scale.data.sources import MemorySource, RealSource
 from rtp_scale.memory import addressable_images_per_class, build_memory
 from rtp_scale.optim import Lamb, cosine_lr
 from rtp_scale.seeding import make_generator
