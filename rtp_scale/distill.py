@@ -34,9 +34,9 @@ from rtp_scale.errors import UserError, run_cli
 from rtp_scale.eval import build_net, evaluate_synthetic
 from rtp_scale.logging import open_writer
 from rtp_scale.memory.artifact import save_artifact
+from rtp_scale.meta_step import reduced_meta_gradient
 from rtp_scale.methods import build_method
 from rtp_scale.runtime import augment_ops, prepare_data, resolve_device
-from rtp_scale.seeding import make_generator
 
 
 class Diverged(UserError):
@@ -126,28 +126,13 @@ def run(cfg: Config) -> dict:
     storage = memory.storage(cfg.memory.ipc).as_dict()
     bar = tqdm(total=cfg.meta.steps, initial=start_step, desc="distill", unit="step",
                disable=not (cfg.log.progress and ctx.is_main))
-    my_unrolls = ctx.unrolls(cfg.dist.meta_batch)
     params = [p for p in memory.parameters() if p.requires_grad]
     try:
         for step in range(start_step, cfg.meta.steps):
             tick = time.perf_counter()
             optimizer.zero_grad(set_to_none=False)
-            lr_grad = torch.zeros_like(lrs)
-            step_metrics: dict[str, float] = {}
-            for j in my_unrolls:
-                # the unroll's randomness depends on (seed, step, j) only, not on the rank running it
-                generator = make_generator(cfg.run.seed, "unroll", step, j)
-                real_x, real_y = source.sample(generator)
-                metrics, lr_g = method.meta_gradient(memory, real_x, real_y, lrs=lrs.detach()
-                                                     if lr_optimizer is None else lrs, generator=generator,
-                                                     scale=ctx.grad_scale(cfg.dist.meta_batch), shard=ctx.shard,
-                                                     num_shards=ctx.inner_shards, reduce_grad=ctx.reduce_grad)
-                if lr_g is not None:
-                    lr_grad += lr_g
-                for k, v in metrics.items():
-                    step_metrics[k] = step_metrics.get(k, 0.0) + v / len(my_unrolls)
-            grads = [p.grad for p in params] + ([lr_grad] if lr_optimizer is not None else [])
-            step_metrics = ctx.sum_grads_(grads, step_metrics)  # one all-reduce: gradients + the step's metrics
+            step_metrics, lr_grad = reduced_meta_gradient(cfg, ctx, method, memory, params, source.sample, step=step,
+                                                          lrs=lrs, learn_lrs=lr_optimizer is not None)
             loss = step_metrics["meta/loss"]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.meta.grad_clip if cfg.meta.grad_clip > 0
                                                              else math.inf))

@@ -19,12 +19,12 @@ sys.path.insert(0, str(ROOT))
 from rtp_scale.builders import build_inner_lrs, build_run_memory  # noqa: E402
 from rtp_scale.config import build_config  # noqa: E402
 from rtp_scale.data.augment import Augmenter  # noqa: E402
-from rtp_scale.data.sampler import ClassBalancedSampler  # noqa: E402
+from rtp_scale.data.sources import MemorySource  # noqa: E402
 from rtp_scale.distributed import RankContext, setup_ranks  # noqa: E402
 from rtp_scale.eval import build_net  # noqa: E402
+from rtp_scale.meta_step import reduced_meta_gradient  # noqa: E402
 from rtp_scale.methods import build_method  # noqa: E402
 from rtp_scale.runtime import prepare_data  # noqa: E402
-from rtp_scale.seeding import make_generator  # noqa: E402
 
 from tests.conftest import TINY  # noqa: E402
 
@@ -63,26 +63,12 @@ def step_gradients(cfg, ctx: RankContext, *, float64: bool, step: int = 0) -> di
     net = build_net(cfg.model, channels=info.channels, num_classes=info.num_classes,
                     image_size=(info.height, info.width)).to(device)
     method = build_method(cfg, net, Augmenter(cfg.data.augment))
-    sampler = ClassBalancedSampler(data.train_y.cpu(), info.num_classes, cfg.data.real_per_class)
+    source = MemorySource(data, per_class=cfg.data.real_per_class)
     params = [p for p in memory.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.zeros_like(p)
-    lr_grad = torch.zeros_like(lrs)
-    metrics: dict[str, float] = {}
-    mine = ctx.unrolls(cfg.dist.meta_batch)
-    for j in mine:
-        generator = make_generator(cfg.run.seed, "unroll", step, j)
-        idx = sampler.sample(generator).to(device)
-        m, lr_g = method.meta_gradient(memory, data.train_x[idx], data.train_y[idx],
-                                       lrs=lrs if lr_optimizer is not None else lrs.detach(), generator=generator,
-                                       scale=ctx.grad_scale(cfg.dist.meta_batch), shard=ctx.shard,
-                                       num_shards=ctx.inner_shards, reduce_grad=ctx.reduce_grad)
-        if lr_g is not None:
-            lr_grad += lr_g
-        for k, v in m.items():
-            metrics[k] = metrics.get(k, 0.0) + v / len(mine)
-    grads = [p.grad for p in params] + ([lr_grad] if lr_optimizer is not None else [])
-    metrics = ctx.sum_grads_(grads, metrics)
+    metrics, lr_grad = reduced_meta_gradient(cfg, ctx, method, memory, params, source.sample, step=step, lrs=lrs,
+                                             learn_lrs=lr_optimizer is not None)
     names = [n for n, p in memory.named_parameters() if p.requires_grad]
     out = {n: p.grad.detach().clone() for n, p in zip(names, params)}
     if lr_optimizer is not None:

@@ -70,20 +70,19 @@ def _setup(overrides: list[str], device: str):
 
 
 def _build(cfg, ctx):
-    from rtp_scale.builders import build_inner_lrs, build_outer_optimizer, build_run_memory
-    from rtp_scale.data.augment import Augmenter
-    from rtp_scale.data.sampler import ClassBalancedSampler
-    from rtp_scale.eval import build_net
-    from rtp_scale.methods import build_method
     from rtp_scale.runtime import prepare_data
 
-    data = prepare_data(cfg.data, ctx.device)
-    return _build_on(cfg, ctx, data, build_run_memory, build_outer_optimizer, build_inner_lrs, build_net,
-                     build_method, Augmenter, ClassBalancedSampler)
+    return _build_on(cfg, ctx, prepare_data(cfg.data, ctx.device))
 
 
-def _build_on(cfg, ctx, data, build_run_memory, build_outer_optimizer, build_inner_lrs, build_net, build_method,
-              Augmenter, ClassBalancedSampler):
+def _build_on(cfg, ctx, data):
+    """What distill.run builds before its first step, on ``data`` (a SplitDataset on ``ctx.device``)."""
+    from rtp_scale.builders import build_inner_lrs, build_outer_optimizer, build_run_memory
+    from rtp_scale.data.augment import Augmenter
+    from rtp_scale.data.sources import MemorySource
+    from rtp_scale.eval import build_net
+    from rtp_scale.methods import build_method
+
     info = data.info
     memory = build_run_memory(cfg, data)
     params = [p for p in memory.parameters() if p.requires_grad]
@@ -92,28 +91,18 @@ def _build_on(cfg, ctx, data, build_run_memory, build_outer_optimizer, build_inn
     net = build_net(cfg.model, channels=info.channels, num_classes=info.num_classes,
                     image_size=(info.height, info.width)).to(ctx.device)
     method = build_method(cfg, net, Augmenter(cfg.data.augment))
-    sampler = ClassBalancedSampler(data.train_y.cpu(), info.num_classes, cfg.data.real_per_class)
-    return data, memory, params, optimizer, lrs, method, sampler
+    return MemorySource(data, per_class=cfg.data.real_per_class), memory, params, optimizer, lrs, method
 
 
-def _outer_step(cfg, ctx, step, data, memory, params, optimizer, lrs, method, sampler):
+def _outer_step(cfg, ctx, step, source, memory, params, optimizer, lrs, method):
     """One outer step exactly as rtp_scale.distill.run does it (without logging and checkpoints)."""
     import torch
 
-    from rtp_scale.seeding import make_generator
+    from rtp_scale.meta_step import reduced_meta_gradient
 
     optimizer.zero_grad(set_to_none=False)
-    metrics: dict[str, float] = {}
-    mine = ctx.unrolls(cfg.dist.meta_batch)
-    for j in mine:
-        generator = make_generator(cfg.run.seed, "unroll", step, j)
-        idx = sampler.sample(generator).to(ctx.device)
-        m, _ = method.meta_gradient(memory, data.train_x[idx], data.train_y[idx], lrs=lrs.detach(),
-                                    generator=generator, scale=ctx.grad_scale(cfg.dist.meta_batch), shard=ctx.shard,
-                                    num_shards=ctx.inner_shards, reduce_grad=ctx.reduce_grad)
-        for k, v in m.items():
-            metrics[k] = metrics.get(k, 0.0) + v / len(mine)
-    metrics = ctx.sum_grads_([p.grad for p in params], metrics)
+    metrics, _ = reduced_meta_gradient(cfg, ctx, method, memory, params, source.sample, step=step, lrs=lrs,
+                                       learn_lrs=False)
     torch.nn.utils.clip_grad_norm_(params, cfg.meta.grad_clip)
     optimizer.step()
     return metrics
@@ -148,14 +137,14 @@ def worker_memory(spec: dict) -> dict:
     for ipc in spec["ipcs"]:
         cfg, ctx = _setup([*spec["overrides"], f"memory.ipc={ipc}", f"inner.batch_per_class={ipc}",
                            f"dist.inner_shards={spec['shards']}", "dist.meta_batch=1"], "cpu")
-        data, memory, params, optimizer, lrs, method, sampler = _build(cfg, ctx)
+        source, memory, params, optimizer, lrs, method = _build(cfg, ctx)
         from rtp_scale.seeding import make_generator
 
         generator = make_generator(cfg.run.seed, "unroll", 0, 0)
-        idx = sampler.sample(generator)
+        real_x, real_y = source.sample(generator)
         started = time.perf_counter()
         with SavedTensorMeter() as meter:
-            method.meta_gradient(memory, data.train_x[idx], data.train_y[idx], lrs=lrs.detach(), generator=generator,
+            method.meta_gradient(memory, real_x, real_y, lrs=lrs.detach(), generator=generator,
                                  scale=ctx.grad_scale(1), shard=ctx.shard, num_shards=ctx.inner_shards,
                                  reduce_grad=ctx.reduce_grad)
         seconds = time.perf_counter() - started
@@ -164,8 +153,8 @@ def worker_memory(spec: dict) -> dict:
         peak = torch.tensor([float(meter.peak_bytes), seconds, rss_mb], dtype=torch.float64)
         if ctx.world_size > 1:
             dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-        rows.append({"shards": spec["shards"], "ipc": ipc, "images": ipc * data.info.num_classes,
-                     "images_per_shard_step": -(-ipc * data.info.num_classes // spec["shards"]),
+        rows.append({"shards": spec["shards"], "ipc": ipc, "images": ipc * source.info.num_classes,
+                     "images_per_shard_step": -(-ipc * source.info.num_classes // spec["shards"]),
                      "peak_graph_mb": float(peak[0]) / 2**20, "seconds": float(peak[1]),
                      "peak_rss_mb": float(peak[2])})
     return {"rows": rows}
@@ -207,13 +196,8 @@ def worker_recipe(spec: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from rtp_scale.builders import build_inner_lrs, build_outer_optimizer, build_run_memory
     from rtp_scale.config import load_config
-    from rtp_scale.data.augment import Augmenter
-    from rtp_scale.data.sampler import ClassBalancedSampler
     from rtp_scale.distributed import setup_ranks
-    from rtp_scale.eval import build_net
-    from rtp_scale.methods import build_method
 
     device = torch.device(spec["device"])
     if device.type == "cpu":
@@ -222,8 +206,7 @@ def worker_recipe(spec: dict) -> dict:
                                        "data.zca=false"])
     ctx = setup_ranks(cfg, device)
     data = _fake_cifar10(spec["real_per_class_pool"]).to(ctx.device)
-    parts = _build_on(cfg, ctx, data, build_run_memory, build_outer_optimizer, build_inner_lrs, build_net,
-                      build_method, Augmenter, ClassBalancedSampler)
+    parts = _build_on(cfg, ctx, data)
 
     def sync():
         if device.type == "cuda":

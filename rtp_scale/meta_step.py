@@ -1,0 +1,44 @@
+"""One outer step's meta-gradient on this rank, reduced over all ranks: what ``distill`` runs every step.
+
+Kept apart from ``distill.run`` so that the multi-process tests and the scaling benchmark run this very code
+rather than a copy of it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from rtp_scale.config import Config
+from rtp_scale.distributed import RankContext
+from rtp_scale.seeding import make_generator
+
+RealSampler = Callable[[torch.Generator], tuple[Tensor, Tensor]]
+
+
+def reduced_meta_gradient(cfg: Config, ctx: RankContext, method, memory: nn.Module, params: list[Tensor],
+                          sample_real: RealSampler, *, step: int, lrs: Tensor,
+                          learn_lrs: bool) -> tuple[dict[str, float], Tensor]:
+    """Add this rank's unrolls of outer step ``step`` to ``params``' ``.grad`` (zeroed by the caller), then sum
+    gradients and metrics over ranks in one all-reduce.
+
+    Returns the step's metrics (means over its unrolls) and the learned-lr gradient (zeros unless ``learn_lrs``).
+    """
+    lr_grad = torch.zeros_like(lrs)
+    metrics: dict[str, float] = {}
+    mine = ctx.unrolls(cfg.dist.meta_batch)
+    for j in mine:
+        # the unroll's randomness depends on (seed, step, j) only, not on the rank running it
+        generator = make_generator(cfg.run.seed, "unroll", step, j)
+        real_x, real_y = sample_real(generator)
+        unroll_metrics, lr_g = method.meta_gradient(
+            memory, real_x, real_y, lrs=lrs if learn_lrs else lrs.detach(), generator=generator,
+            scale=ctx.grad_scale(cfg.dist.meta_batch), shard=ctx.shard, num_shards=ctx.inner_shards,
+            reduce_grad=ctx.reduce_grad)
+        if lr_g is not None:
+            lr_grad += lr_g
+        for k, v in unroll_metrics.items():
+            metrics[k] = metrics.get(k, 0.0) + v / len(mine)
+    grads = [p.grad for p in params] + ([lr_grad] if learn_lrs else [])
+    return ctx.sum_grads_(grads, metrics), lr_grad  # one all-reduce: gradients + the step's metrics
