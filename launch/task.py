@@ -5,7 +5,9 @@ it pickles small and unpickles in the job without importing torch. ``__call__`` 
 ``rtp_scale.distill`` lazily and calls its ``run(cfg)``; the run directory (``run.out_dir``) is stable per
 member, so whatever restarts the member -- submitit's requeue after a timeout or preemption signal,
 ``scontrol requeue``, a node failure requeue, or ``python -m launch.sweep --resubmit`` -- resumes from
-``<run_dir>/checkpoint.pt`` (at most ``checkpoint.every`` outer steps are recomputed).
+``<run_dir>/checkpoint.pt``. A preemption or time-limit signal (SIGTERM, submitit's USR2) first lets the run
+finish and save its current outer step (``rtp_scale.preemption``), and only then does submitit requeue, so no
+step is recomputed; a kill without warning recomputes at most ``checkpoint.every`` outer steps.
 
 Besides what ``run`` writes, the task keeps two small files in the run directory for ``launch.collect``:
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 import traceback
@@ -44,6 +47,13 @@ def job_environment() -> Any | None:
         return submitit.JobEnvironment()
     except RuntimeError:  # "Could not figure out which environment the job is running in"
         return None
+
+
+def submitit_preemption_signal() -> int:
+    """The signal submitit requeues on (USR2 unless ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise)."""
+    import submitit
+
+    return submitit.JobEnvironment._usr_sig()
 
 
 def distributed_env(env: Any) -> dict[str, str]:
@@ -111,6 +121,12 @@ class DistillTask:
         run_dir.mkdir(parents=True, exist_ok=True)
         if rank == 0:
             self._start_attempt(env)
+        from rtp_scale.preemption import Preempted  # no torch: the module imports it only where it needs it
+
+        # submitit's checkpoint-and-requeue handler of this job (None outside one). The run replaces it while
+        # it distills, so that a signal first finishes and saves the outer step; then it is called below.
+        requeue_signal = submitit_preemption_signal()
+        requeue = signal.getsignal(requeue_signal) if env is not None else None
         try:
             # lazy: unpickling the task must not import torch; only the job pays for it
             from rtp_scale.config import build_config
@@ -118,6 +134,12 @@ class DistillTask:
 
             cfg = build_config(self.config, origin=f"sweep member {self.name}")
             results = run(cfg)
+        except Preempted:
+            if callable(requeue):  # rank 0: calls checkpoint() below, requeues and exits; other ranks return
+                requeue(requeue_signal, None)
+            if rank == 0:  # not requeued by submitit (no job environment): the next submission resumes
+                self._end_attempt("interrupted")
+            raise
         except Exception as err:  # recorded for collect, then re-raised: the job must fail loudly
             self._record_error(err, env, rank)
             raise
@@ -134,8 +156,9 @@ class DistillTask:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit on timeout / preemption: requeue the same task.
 
-        The run's own ``checkpoint.pt`` (written every ``checkpoint.every`` outer steps) carries the
-        progress; the requeued task finds it in the same run directory and resumes.
+        The run's own ``checkpoint.pt`` carries the progress: the signal made the run finish its outer step
+        and save it before this is called (``__call__``; during the final export and evaluation submitit calls
+        it directly, after the last step's checkpoint). The requeued task finds it and resumes.
         """
         import submitit
 

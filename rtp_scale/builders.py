@@ -8,13 +8,15 @@ from rtp_scale.config import Config
 from rtp_scale.data import SplitDataset
 from rtp_scale.data.sampler import random_subset_per_class
 from rtp_scale.data.sources import MemorySource, RealSource
-from rtp_scale.memory import addressable_images_per_class, build_memory
+from rtp_scale.memory import AddressableMemory, addressable_images_per_class, build_memory
+from rtp_scale.memory.init import PCA_IMAGES_PER_CLASS, principal_bases
 from rtp_scale.optim import Lamb, cosine_lr
 from rtp_scale.seeding import make_generator
 
 
 def build_run_memory(cfg: Config, source: RealSource | SplitDataset) -> nn.Module:
-    """The memory at its storage budget, initialised from random real images drawn from (seed, 'memory-init').
+    """The memory at its storage budget, initialised (``memory.init``) from real images drawn from
+    (seed, 'memory-init'): as bases with one-hot addressing, or with every slot projected from its own image.
 
     ``source`` is the run's real data (in memory or streamed from FFCV): only the chosen images are read.
     """
@@ -38,7 +40,7 @@ def build_run_memory(cfg: Config, source: RealSource | SplitDataset) -> nn.Modul
                                          pixels_per_image=info.pixels_per_image, num_bases=mem.num_bases,
                                          downsample=mem.downsample)
         init_images = init_labels = None
-        if mem.init == "real":
+        if mem.init in ("real", "real_project"):
             # K real images, classes taken in turn so that every class owns at least one base when K >= C
             per_class = -(-mem.num_bases // info.num_classes)
             idx = random_subset_per_class(labels, info.num_classes, per_class, generator)
@@ -47,7 +49,24 @@ def build_run_memory(cfg: Config, source: RealSource | SplitDataset) -> nn.Modul
         memory = build_memory("addressable", num_classes=info.num_classes, image_shape=info.image_shape,
                               num_bases=mem.num_bases, images_per_class=r, downsample=mem.downsample,
                               generator=generator, init_images_NCHW=init_images, init_labels=init_labels)
+        if mem.init in ("pca", "real_project"):
+            _project_real_images(memory, source, generator, pca=mem.init == "pca")
     return memory.to(source.device)
+
+
+def _project_real_images(memory: AddressableMemory, source: RealSource, generator: torch.Generator, *,
+                         pca: bool) -> None:
+    """Principal-component bases (``pca``), then every slot the projection of its own real image (memory/init.py)."""
+    info, labels = source.info, source.train_labels
+    if pca:
+        sizes = torch.bincount(labels, minlength=info.num_classes)
+        per_class = int(min(PCA_IMAGES_PER_CLASS, int(sizes.min())))
+        images = source.take(random_subset_per_class(labels, info.num_classes, per_class, generator))[0].cpu()
+        with torch.no_grad():
+            memory.bases.copy_(principal_bases(images, num_bases=memory.num_bases, downsample=memory.downsample))
+    r = memory.images_per_class
+    slots = source.take(random_subset_per_class(labels, info.num_classes, r, generator))[0].cpu()
+    memory.fit_rows(list(range(info.num_classes)), slots.reshape(info.num_classes, r, *info.image_shape))
 
 
 def build_outer_optimizer(cfg: Config, params) -> torch.optim.Optimizer:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rtp_scale.errors import UserError
+from rtp_scale.methods import check_method_name, uses_learned_labels
+from rtp_scale.models.catalog import check_options, model_defaults  # torch-free, so the config stays light
 
 AUGMENT_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
@@ -74,7 +76,8 @@ class DataConfig:
     """The real dataset and how real batches are drawn from it."""
 
     name: str = "mnist5k"
-    """Registered dataset name (see rtp_scale.data.dataset_names())."""
+    """Registered dataset name (see rtp_scale.data.dataset_names()) or ``package.module:loader``, a loader of your
+    own returning a rtp_scale.data.split.SplitDataset (see rtp_scale.data.registry)."""
     root: str = ""
     """Local folder for torchvision / image-folder / FFCV datasets; unused by the offline sets."""
     resolution: int = 0
@@ -91,6 +94,11 @@ class DataConfig:
     """Real images per class in the real batch of each outer step (RtP reference: 64)."""
     backend: str = "memory"
     """'memory' (tensors in RAM) or 'ffcv' (stream .beton files)."""
+    val_per_class: int = 0
+    """Hold out the last N training images of every class as a validation split that distillation never sees
+    (0 = none; see rtp_scale/data/holdout.py). Recipes and defaults are chosen on it."""
+    eval_split: str = "test"
+    """What evaluation reports on: 'test' (the test split) or 'val' (the held-out images; needs val_per_class)."""
 
     def __post_init__(self) -> None:
         _check_augment("data", "augment", self.augment)
@@ -98,6 +106,12 @@ class DataConfig:
         _positive("data", "resolution", self.resolution, allow_zero=True)
         _positive("data", "zca_reg", self.zca_reg)
         _choice("data", "backend", self.backend, ("memory", "ffcv"))
+        _positive("data", "val_per_class", self.val_per_class, allow_zero=True)
+        _choice("data", "eval_split", self.eval_split, ("test", "val"))
+        if self.eval_split == "val" and self.val_per_class == 0:
+            raise UserError("data.eval_split=val needs a validation split: set data.val_per_class > 0")
+        if self.val_per_class and self.backend == "ffcv":
+            raise UserError("data.val_per_class needs data.backend=memory (the .beton files hold no validation split)")
 
 
 @dataclass(kw_only=True)
@@ -105,24 +119,41 @@ class ModelConfig:
     """The inner network trained in every unroll and in evaluation."""
 
     name: str = "convnet"
-    """Registered model name."""
-    width: int = 32
-    """Channels per conv block (field standard: 128; the CPU default job uses 32 to finish in minutes)."""
-    depth: int = 3
-    """Conv blocks (3 for 28-32 px, 4 for 64 px)."""
-    norm: str = "instance"
-    """'instance' (GroupNorm(C, C), the field's default), 'batch' or 'none'."""
-    pooling: str = "avg"
-    """'avg', 'max' or 'none'."""
+    """convnet, mlp, lenet, alexnet, vgg11, vgg11_bn, resnet18, resnet18_bn (rtp_scale.models.catalog), or an
+    out-of-package builder 'package.module:Builder'. Unset options below (0 / 'default') take the model's own
+    defaults, which the config fills in for a built-in; setting an option the model does not take is an error."""
+    width: int = 0
+    """0 = the model's own: convnet channels per block (32; the field's reference 128), mlp hidden units (128),
+    alexnet first-conv channels (128), vgg11*/resnet18* first-stage channels (64). lenet takes no width."""
+    depth: int = 0
+    """convnet only: conv blocks (0 = 3; 3 for 28-32 px, 4 for 64 px)."""
+    norm: str = "default"
+    """convnet only: 'instance' (GroupNorm(C, C), the default), 'batch' (batch statistics) or 'none'.
+    vgg11/resnet18 use instance norm, vgg11_bn/resnet18_bn batch norm."""
+    pooling: str = "default"
+    """convnet only: 'avg' (the default), 'max' or 'none'."""
     width_multiplier: int = 1
-    """Block d has width * width_multiplier**d channels (1: the field's ConvNet; 2: FRePo's wider ConvNet)."""
+    """convnet only: block d has width * width_multiplier**d channels (1: the field's ConvNet; 2: FRePo's)."""
 
     def __post_init__(self) -> None:
-        _positive("model", "width", self.width)
+        _positive("model", "width", self.width, allow_zero=True)
         _positive("model", "width_multiplier", self.width_multiplier)
-        _positive("model", "depth", self.depth)
-        _choice("model", "norm", self.norm, ("instance", "batch", "none"))
-        _choice("model", "pooling", self.pooling, ("avg", "max", "none"))
+        _positive("model", "depth", self.depth, allow_zero=True)
+        _choice("model", "norm", self.norm, ("default", "instance", "batch", "none"))
+        _choice("model", "pooling", self.pooling, ("default", "avg", "max", "none"))
+        check_options(self.name, self.set_options())
+        # a built-in model's own defaults are filled in, so that a saved config names what was built (and the
+        # default convnet's section reads width=32, depth=3, norm=instance, pooling=avg, as it always has)
+        fields = ModelConfig.__dataclass_fields__
+        for key, value in model_defaults(self.name).items():
+            if getattr(self, key) == fields[key].default:
+                setattr(self, key, value)
+
+    def set_options(self) -> dict[str, Any]:
+        """The options that differ from the field defaults (0 / 'default' / 1): what the model's builder receives."""
+        defaults = ModelConfig.__dataclass_fields__
+        return {f: getattr(self, f) for f in ("width", "depth", "norm", "pooling", "width_multiplier")
+                if getattr(self, f) != defaults[f].default}
 
 
 @dataclass(kw_only=True)
@@ -138,7 +169,10 @@ class MemoryConfig:
     downsample: int = 2
     """Bases are stored at 1/downsample resolution and upsampled when recalled."""
     init: str = "real"
-    """'real' (bases from random real images) or 'noise'."""
+    """'real' (bases from K random real images, one-hot addressing: slots start as copies of those K images),
+    'real_project' (the same bases, every slot the least-squares projection of its own real image), 'pca'
+    (bases = the training mean + K-1 principal components, every slot projected from its own real image; see
+    rtp_scale/memory/init.py) or 'noise'. Pixel memories: 'real' or 'noise'."""
     coeff_l2: float = 1e-4
     """L2 regulariser on the addressing coefficients (RtP reference: 1e-4)."""
     learn_labels: bool = False
@@ -154,7 +188,10 @@ class MemoryConfig:
         _positive("memory", "ipc", self.ipc)
         _positive("memory", "num_bases", self.num_bases)
         _positive("memory", "downsample", self.downsample)
-        _choice("memory", "init", self.init, ("real", "noise"))
+        _choice("memory", "init", self.init, ("real", "real_project", "pca", "noise"))
+        if self.kind == "pixel" and self.init not in ("real", "noise"):
+            raise UserError(f"memory.init={self.init} is for addressable memories; pixel memories start 'real' "
+                            f"or 'noise'")
         _positive("memory", "coeff_l2", self.coeff_l2, allow_zero=True)
         if self.kind == "pixel" and self.ipc != int(self.ipc):
             raise UserError(f"memory.ipc={self.ipc} must be a whole number of images for memory.kind=pixel")
@@ -214,15 +251,17 @@ class MetaConfig:
     """The outer (meta) optimiser that updates the memory."""
 
     steps: int = 60
-    """Outer steps."""
+    """Outer steps (0: no distillation, evaluate the initial memory -- the baseline a distillation must beat).
+    May change on resume to extend a run, under the constant schedule (see rtp_scale.run_identity)."""
     optimizer: str = "adam"
     """'sgd' (RtP: lr 0.1, momentum 0.5), 'adam' or 'lamb' (FRePo: lr 3e-4 with cosine decay)."""
     lr: float = 0.01
-    """Outer learning rate."""
+    """Outer learning rate. May change on resume (with grad_clip and lr_lr): after a divergence, lower it and rerun
+    the same command; the change is named on resume and in results.json."""
     momentum: float = 0.5
     """Outer SGD momentum (ignored by adam)."""
     grad_clip: float = 2.0
-    """Clip the meta-gradient's global norm (0 = off)."""
+    """Clip the meta-gradient's global norm (0 = off); learned inner lrs' gradient is clipped to it on its own."""
     lr_lr: float = 1e-3
     """Outer learning rate of learned inner learning rates."""
     schedule: str = "constant"
@@ -231,7 +270,7 @@ class MetaConfig:
     """Final fraction of meta.lr under the cosine schedule (FRePo: 0.1)."""
 
     def __post_init__(self) -> None:
-        _positive("meta", "steps", self.steps)
+        _positive("meta", "steps", self.steps, allow_zero=True)
         _choice("meta", "optimizer", self.optimizer, ("sgd", "adam", "lamb"))
         _choice("meta", "schedule", self.schedule, ("constant", "cosine"))
         if not 0 <= self.lr_floor <= 1:
@@ -248,10 +287,11 @@ class MethodConfig:
     name: str = "rtp"
     """'rtp' (BPTT through a long momentum unroll), 'frepo' (kernel ridge regression on the features of a
     model pool; settings in [frepo]) or 'dd' (original Dataset Distillation: BPTT through plain GD with a learned
-    lr per step; settings in [dd]; sets inner.momentum=0 and inner.learn_lr=true)."""
+    lr per step; settings in [dd]; sets inner.momentum=0 and inner.learn_lr=true), or ``package.module:Class``,
+    a method of your own (the protocol is in rtp_scale.methods; the module is imported now, to check it)."""
 
     def __post_init__(self) -> None:
-        _choice("method", "name", self.name, ("rtp", "frepo", "dd"))
+        check_method_name(self.name)
 
 
 @dataclass(kw_only=True)
@@ -329,6 +369,9 @@ class EvalConfig:
     """Augmentation during evaluation training: 'same' as data.augment, 'none', or an op list."""
     every: int = 0
     """Evaluate during distillation every this many outer steps (0 = only at the end)."""
+    scores: bool = False
+    """Also score the final evaluation against random real images of the same storage (rtp_scale.eval.scores;
+    2-4x the evaluation time, so off here; python -m rtp_scale.evaluate scores unless --no-scores)."""
 
     def __post_init__(self) -> None:
         _positive("eval", "num_nets", self.num_nets)
@@ -367,7 +410,8 @@ class LogConfig:
     image_every: int = 50
     """Grid of recalled images every this many outer steps (0 = off)."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show progress: a bar on a terminal; in a log file (Slurm, a redirect) a plain line at most every
+    $RTP_PROGRESS_INTERVAL seconds (default 30), plus the first and the last (rtp_scale/logging/progress.py)."""
 
     def __post_init__(self) -> None:
         _positive("log", "every", self.every)
@@ -376,12 +420,14 @@ class LogConfig:
 
 @dataclass(kw_only=True)
 class CheckpointConfig:
-    """Atomic checkpoints of memory, optimiser, step and RNG state."""
+    """Atomic, verified checkpoints of memory, optimisers, step and metrics (random state is derived, not saved)."""
 
     every: int = 25
-    """Checkpoint every this many outer steps (0 = only at the end)."""
+    """Checkpoint every this many outer steps (0 = only at the end). State k is written during step k, once the
+    meta-loss and gradients computed from it proved finite, so a diverging state is never kept."""
     resume: bool = True
-    """Continue from <out_dir>/checkpoint.pt when it exists."""
+    """Continue from <out_dir>/checkpoint.pt when it exists; false (``--fresh``): first move the previous run's
+    outputs to <out_dir>/previous/<n>/ (n = 1, 2, ...), so two runs never mix."""
 
     def __post_init__(self) -> None:
         _positive("checkpoint", "every", self.every, allow_zero=True)
@@ -427,7 +473,7 @@ class Config:
         if self.memory.learn_labels and self.memory.kind != "pixel":
             raise UserError("memory.learn_labels=true needs memory.kind=pixel (addressable memories recall with "
                             "fixed one-hot labels)")
-        if self.memory.learn_labels and method != "frepo":
+        if self.memory.learn_labels and not uses_learned_labels(method):
             raise UserError(f"memory.learn_labels=true is only used by method.name=frepo ({method} trains on hard "
                             f"labels); set memory.learn_labels=false")
         if method == "frepo" and self.inner.learn_lr:

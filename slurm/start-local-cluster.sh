@@ -10,7 +10,7 @@
 # are restarted.  Everything it writes lives under $SLURM_DIR, except the
 # Debian packages it installs.  Needs root (apt-get, daemons run as root).
 #
-# Usage:  sudo SLURM_ACCOUNTING=1 bash slurm/start-local-cluster.sh && source "${TMPDIR:-/tmp}/rtp-slurm/env.sh"
+# Usage:  $(command -v sudo) SLURM_ACCOUNTING=1 bash slurm/start-local-cluster.sh && source "${TMPDIR:-/tmp}/rtp-slurm/env.sh"
 #         python -m launch.sweep configs/sweeps/smoke.py --cluster slurm --wait
 #         bash slurm/stop-local-cluster.sh
 # Env knobs:

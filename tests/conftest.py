@@ -2,9 +2,11 @@
 one-node Slurm cluster (``slurm_cluster``), started on first use by the project's slurm/start-local-cluster.sh."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,30 @@ def run_module(module: str, *args: str, cwd: Path | None = None, timeout: float 
                           timeout=timeout, env=full_env)
 
 
+def logged_steps(out: Path) -> list[int]:
+    """The outer steps the run in ``out`` has logged, in order, over all its attempts (metrics.jsonl is
+    appended to; one line per step with log.every=1 and log.tensorboard=true)."""
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    if lines and not lines[-1].endswith("}"):
+        lines.pop()  # a line being written right now
+    return [row["step"] for row in map(json.loads, lines) if "meta/loss" in row]
+
+
+DIGITS_TEST_IMAGES = 364  # scikit-learn digits: the last 20 % of each class
+
+
+def assert_accuracies_recompute(accuracies: list[float], mean: float, *, test_images: int) -> None:
+    """Each accuracy (%) is a whole number of correctly classified images out of ``test_images`` (so every
+    test image was scored, the last partial batch included), and ``mean`` is their mean."""
+    for acc in accuracies:
+        correct = acc * test_images / 100
+        assert abs(correct - round(correct)) < 1e-6 and 0 <= round(correct) <= test_images, (acc, test_images)
+    assert mean == pytest.approx(statistics.fmean(accuracies), rel=1e-12, abs=1e-12)
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path):
     return [*TINY, f"run.out_dir={tmp_path / 'run'}"]
@@ -48,10 +74,16 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _cannot_run(reason: str) -> None:
-    if os.environ.get("RTP_REQUIRE_SLURM") == "1":
-        pytest.fail(f"RTP_REQUIRE_SLURM=1 but {reason}")
+def skip_unless_required(switch: str, reason: str) -> None:
+    """Skip with ``reason``, or fail when the environment sets ``switch=1`` (CI sets RTP_REQUIRE_SLURM,
+    RTP_REQUIRE_FFCV and RTP_REQUIRE_DEEPSPEED, so that a missing component cannot turn the suite green)."""
+    if os.environ.get(switch) == "1":
+        pytest.fail(f"{switch}=1 but {reason}")
     pytest.skip(reason)
+
+
+def _cannot_run(reason: str) -> None:
+    skip_unless_required("RTP_REQUIRE_SLURM", reason)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ start costs 7-10 s on 2 cores, so the checks share it). Each case runs the step 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -83,6 +84,7 @@ def main() -> None:
         cfg = build_config(None, [*TINY, "run.out_dir=/nonexistent", "dist.meta_batch=2"])
         ctx = setup_ranks(cfg, torch.device("cpu"))
         if ctx.rank == 1:
+            (out / "failed_at").write_text(repr(time.time()))  # the test times the launch's exit from here
             raise RuntimeError("injected failure on rank 1")
         ctx.sum_grads_([torch.ones(3)], {"meta/loss": 1.0})
         raise AssertionError("rank 0 completed an all-reduce that rank 1 never joined")

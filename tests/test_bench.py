@@ -13,6 +13,18 @@ from rtp_scale.config import build_config
 from tests.conftest import run_module
 
 
+def test_quick_run_of_the_pixel_configuration(tmp_path):
+    out = tmp_path / "bench"
+    proc = run_module("rtp_scale.bench", "unroll", "--quick", "--memory", "pixel", "--modes", "segmented",
+                      "--steps", "4", "--no-count", "--out", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "bench_unroll.json").read_text())
+    assert result["settings"]["memory"] == "pixel" and "memory: pixel at 1 IPC" in proc.stdout
+    (row,) = result["rows"]
+    assert "error" not in row, row.get("error")
+    assert row["config"]["memory"]["kind"] == "pixel" and row["inner_batch"] == 10 and row["steps_run"] == 4
+
+
 def test_quick_run_writes_json_and_table(tmp_path):
     out = tmp_path / "bench"
     proc = run_module("rtp_scale.bench", "unroll", "--quick", "--out", str(out), timeout=240)

@@ -94,23 +94,12 @@ def test_killed_run_resumes_to_the_same_memory(tmp_path):
 def test_checkpoint_from_another_run_is_refused(tmp_path):
     out = tmp_path / "run"
     run(build_config(None, [*TINY, "meta.steps=1", f"run.out_dir={out}"]))
-    with pytest.raises(UserError, match="different run: seed"):
+    with pytest.raises(UserError, match="differently configured run: run.seed 0 → 5;"):
         run(build_config(None, [*TINY, "meta.steps=2", "run.seed=5", f"run.out_dir={out}"]))
     (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="corrupt"):
+    with pytest.raises(UserError, match="is truncated or not a checkpoint"):
         run(build_config(None, [*TINY, "meta.steps=2", f"run.out_dir={out}"]))
-
-
-def test_nan_meta_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    # an absurd outer learning rate makes the memory overflow after the first update
-    proc = run_module("rtp_scale.distill", "--set", *TINY, "meta.lr=1e30", "meta.grad_clip=0", "meta.steps=6",
-                      f"run.out_dir={out}")
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr and "meta-loss became" in proc.stderr
-    assert not (out / "results.json").exists()
-    state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert all(torch.isfinite(t).all() for t in state["memory"].values())
+    # divergence, every other refusal and load error, --fresh and a full disk: tests/test_resume.py
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -2,7 +2,8 @@
 
 Every dataset here is a small image folder of PNGs written to tmp_path (ImageNet-style train/val and
 Tiny-ImageNet's train/<wnid>/images + annotated val/). Tests that need ffcv skip with the one-line install
-instruction when it cannot be imported; the missing-ffcv behaviour itself is tested without it.
+instruction when it cannot be imported (``RTP_REQUIRE_FFCV=1``, set by CI, makes that a failure); the
+missing-ffcv behaviour itself is tested without it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY, run_module, skip_unless_required
 from rtp_scale.config import DataConfig
 from rtp_scale.data.ffcv_io import INSTALL_HINT, ffcv_import_error
 from rtp_scale.data.sources import FfcvSource, MemorySource, make_real_source
@@ -20,7 +22,16 @@ from rtp_scale.errors import UserError
 from rtp_scale.seeding import make_generator
 
 FFCV_MISSING = ffcv_import_error()
-needs_ffcv = pytest.mark.skipif(FFCV_MISSING is not None, reason=FFCV_MISSING or "")
+
+
+@pytest.fixture
+def ffcv_installed() -> None:
+    """Skip without ffcv (with the install line as the reason); fail instead under RTP_REQUIRE_FFCV=1."""
+    if FFCV_MISSING is not None:
+        skip_unless_required("RTP_REQUIRE_FFCV", FFCV_MISSING)
+
+
+needs_ffcv = pytest.mark.usefixtures("ffcv_installed")
 
 RES = 20
 TRAIN_COUNTS = (9, 6, 11)  # uneven, and class 1 smaller than PER_CLASS (sampled with replacement)
@@ -309,10 +320,11 @@ def test_corrupt_or_missing_beton_gives_clear_errors(raw_dir, tmp_path):
     with pytest.raises(UserError, match=r"train\.beton is corrupt: sha256"):
         make_real_source(_cfg(flipped), None, "cpu")
 
-    truncated = fresh("truncated")
-    (truncated / "train.beton").write_bytes(data[: len(data) // 3])
-    with pytest.raises(UserError, match=r"corrupt or truncated: \d+ bytes, the manifest says"):
-        make_real_source(_cfg(truncated), None, "cpu")
+    grown = fresh("grown")
+    (grown / "train.beton").write_bytes(bytes(data) + b"\0")
+    with pytest.raises(UserError, match=rf"train\.beton is corrupt: {len(data) + 1} bytes, its manifest\.json records "
+                                        rf"{len(data)}; re-run python -m rtp_scale\.data\.convert"):
+        make_real_source(_cfg(grown), None, "cpu", verify=False)
 
     garbage = fresh("garbage")  # even without the checksum, a damaged header is a clear error
     size = (garbage / "train.beton").stat().st_size
@@ -328,6 +340,30 @@ def test_corrupt_or_missing_beton_gives_clear_errors(raw_dir, tmp_path):
         make_real_source(_cfg(raw_dir, name="cifar10"), None, "cpu")
     with pytest.raises(UserError, match="converted at 20x20 but data.resolution=32"):
         make_real_source(_cfg(raw_dir, resolution=32), None, "cpu")
+
+
+@needs_ffcv
+def test_truncated_beton_stops_the_run_with_one_line(raw_dir, tmp_path):
+    """A .beton cut anywhere (inside the header, mid-file, one byte short), checksum on or off: the same
+    one-line error, before any work. The command-line run shows what a user sees: exit 2, no traceback."""
+    import shutil
+
+    size = (raw_dir / "train.beton").stat().st_size
+    data = (raw_dir / "train.beton").read_bytes()
+    for keep in (16, size // 2, size - 1):
+        cut = tmp_path / f"cut{keep}"
+        shutil.copytree(raw_dir, cut)
+        (cut / "train.beton").write_bytes(data[:keep])
+        for verify in (True, False):
+            with pytest.raises(UserError, match=rf"train\.beton is truncated: {keep} of the {size} bytes its "
+                                                rf"manifest\.json records .*re-run python -m rtp_scale\.data\.convert"):
+                make_real_source(_cfg(cut), None, "cpu", verify=verify)
+    proc = run_module("rtp_scale.distill", "--set", *TINY, "data.name=imagefolder", "data.backend=ffcv",
+                      f"data.root={cut}", f"data.resolution={RES}", f"run.out_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "train.beton is truncated" in lines[0], proc.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "results.json").exists()
 
 
 def _image_folder_without_manifest(tmp_path):

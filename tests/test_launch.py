@@ -8,15 +8,18 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
-from conftest import ROOT, TINY, run_module
+from conftest import ROOT, TINY, logged_steps, run_module
 from launch import collect as collect_mod
 from launch import sweep as sweep_mod
 from launch.task import DistillTask, distributed_env
@@ -262,6 +265,38 @@ def test_smoke_sweep_with_local_cluster(tmp_path):
     assert again.returncode == 2 and "--resubmit" in again.stderr  # never submits a sweep twice into one directory
     nothing = run_module("launch.sweep", "--resubmit", str(out))
     assert nothing.returncode == 0 and "nothing to resubmit" in nothing.stdout
+
+
+@pytest.mark.slow  # 1-3 min: two job starts and an uninterrupted reference run
+def test_preempted_task_saves_its_step_before_submitit_requeues_local_executor(tmp_path):
+    """submitit's path without Slurm: the LocalExecutor's controller forwards SIGTERM to the job; the run
+    finishes its outer step and saves it (no periodic checkpoint: checkpoint.every >> meta.steps), then
+    submitit's own handler calls DistillTask.checkpoint() and requeues (the local controller restarts the job).
+    The second attempt resumes that step, recomputes none, and ends bit-identical to the run uninterrupted."""
+    import submitit
+    from safetensors.torch import load_file
+
+    from rtp_scale.config import build_config
+    from rtp_scale.distill import run
+
+    overrides = [*TINY, "meta.steps=8", "checkpoint.every=1000", "log.image_every=0"]
+    member = tmp_path / "member"
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=5)
+    job = executor.submit(DistillTask(build_config(None, [*overrides, f"run.out_dir={member}"]).to_dict()))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(logged_steps(member)) < 2 and not job.done():
+        time.sleep(0.05)
+    assert not job.done(), "the job ended before it could be preempted: " + job.stderr()[-2000:]
+    job._process.send_signal(signal.SIGTERM)  # the local controller forwards it to the task, like Slurm would
+    assert job.result()["member"] == "member", job.stderr()[-2000:]
+    attempts = json.loads((member / "status.json").read_text())["attempts"]
+    assert [a["outcome"] for a in attempts] == ["requeued", "completed"] and attempts[1]["resumed_from_checkpoint"]
+    assert logged_steps(member) == list(range(1, 9))  # every step ran exactly once over both attempts
+
+    run(build_config(None, [*overrides, f"run.out_dir={tmp_path / 'reference'}"]))
+    got, want = load_file(member / "memory.safetensors"), load_file(tmp_path / "reference" / "memory.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_failed_member_reported_and_only_it_resubmitted_debug_cluster(tmp_path, capsys):

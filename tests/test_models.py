@@ -50,7 +50,7 @@ def test_norm_and_pooling_variants(norm, pooling):
 
 
 def test_feature_width_multiplier_doubles_per_block():
-    model = _small(feature_width_multiplier=2, depth=3)
+    model = _small(width_multiplier=2, depth=3)
     assert model.feature_shape == (8 * 4, 2, 2)
     assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
@@ -110,7 +110,7 @@ def test_double_backward_through_functional_call():
 
 
 def test_bad_names_and_options_are_user_errors():
-    assert model_names() == ["convnet"]
+    assert model_names() == ["alexnet", "convnet", "lenet", "mlp", "resnet18", "resnet18_bn", "vgg11", "vgg11_bn"]
     with pytest.raises(UserError, match="convnet"):
         build_model("resnet", channels=3, num_classes=10, image_size=(32, 32))
     with pytest.raises(UserError, match="valid: .*width"):

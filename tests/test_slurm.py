@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, logged_steps, run_module
 from launch import sweep as sweep_mod
 from launch.collect import collect, slurm_states, sweep_status
 
@@ -122,28 +123,31 @@ def test_failing_member_is_reported_and_resubmitted_alone(slurm_cluster, tmp_pat
     assert members["digits_s0"]["jobs"] == first_ids[:1] and members["cifar10_s0"]["jobs"] == [first_ids[1], new_id]
 
 
-@pytest.mark.slow  # ~3-4 min: two members killed mid-run, requeued and resumed
+@pytest.mark.slow  # ~3-4 min: two members signalled mid-run, requeued and resumed
 def test_interrupted_members_resume_from_checkpoint_with_the_same_result(slurm_cluster, tmp_path):
-    """Member s0 is preempted through submitit (SIGTERM + USR2: checkpoint() and requeue), member s1 is
-    requeued from outside (`scontrol requeue`, the job is killed); both resume from checkpoint.pt and end
-    bit-identical to the same sweep run uninterrupted (in this process, --cluster debug)."""
+    """Member s0 is preempted through submitit (SIGTERM + USR2), member s1 is requeued from outside
+    (`scontrol requeue`: Slurm sends SIGTERM, then kills). There is no periodic checkpoint (checkpoint.every
+    >> meta.steps): each run finishes the outer step it is in, saves it, and only then does submitit requeue
+    (s0: DistillTask.checkpoint()). Both resume, recompute no step, and end bit-identical to the same sweep run
+    uninterrupted (in this process, --cluster debug)."""
     from safetensors.torch import load_file
 
-    recipe = tiny_recipe(tmp_path / "resume.py", {}, [0, 1], ["meta.steps=20", "checkpoint.every=1"])
+    recipe = tiny_recipe(tmp_path / "resume.py", {}, [0, 1],
+                         ["meta.steps=20", "checkpoint.every=1000", "log.tensorboard=true"])
     out = tmp_path / "resume"
     manifest = sweep_mod.start_sweep(recipe, cluster="slurm", sweep_dir=out, resources=RESOURCES)
     preempted, requeued = manifest["jobs"]
-    interrupts = {  # each member is interrupted as soon as it wrote its first checkpoint
+    interrupts = {  # each member is interrupted as soon as it logged its second outer step
         "s0": preempted._interrupt,  # what Slurm does on preemption: SIGTERM, then the USR2 submitit requeues on
         "s1": lambda: subprocess.run(["scontrol", "requeue", str(requeued.job_id)], check=True)}
 
     def interrupt_ready() -> bool:
-        for name in [n for n in interrupts if (out / n / "checkpoint.pt").exists()]:
+        for name in [n for n in interrupts if len(logged_steps(out / n)) >= 2]:
             assert not (out / name / "results.json").exists(), f"{name} finished too fast to be interrupted"
             interrupts.pop(name)()
         return not interrupts
 
-    wait_until(interrupt_ready, 150, "both members to write their first checkpoint", poll=0.1)
+    wait_until(interrupt_ready, 150, "both members to log their second outer step", poll=0.1)
 
     reference = tmp_path / "reference"  # the same members, never interrupted, meanwhile in this process
     sweep_mod.start_sweep(recipe, cluster="debug", sweep_dir=reference)
@@ -155,6 +159,7 @@ def test_interrupted_members_resume_from_checkpoint_with_the_same_result(slurm_c
         attempts = status["attempts"]
         assert len(attempts) >= 2 and attempts[-1]["resumed_from_checkpoint"], attempts
         assert attempts[-1]["restart_count"] >= 1 and attempts[-1]["job_id"] == attempts[0]["job_id"]
+        assert logged_steps(out / name) == list(range(1, 21)), name  # every step ran exactly once
         got, want = load_file(out / name / "memory.safetensors"), load_file(reference / name / "memory.safetensors")
         assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in want), name
         got_r = json.loads((out / name / "results.json").read_text())
@@ -166,23 +171,38 @@ def test_interrupted_members_resume_from_checkpoint_with_the_same_result(slurm_c
 
 
 @pytest.mark.slow  # ~3 min: a real sbatch job signalled, requeued and resumed
-def test_sbatch_template_requeues_on_usr2_and_resumes(slurm_cluster, tmp_path):
-    """slurm/distill.sbatch (no submitit): the time-limit signal makes it requeue itself; the same job id
-    restarts and resumes the run directory's checkpoint."""
-    run_dir, log = tmp_path / "run", tmp_path / "job.out"
-    overrides = [*TINY, "meta.steps=20", "log.tensorboard=false", "log.image_every=0", "log.progress=false"]
+def test_sbatch_template_saves_on_usr2_requeues_and_resumes_identically(slurm_cluster, tmp_path):
+    """slurm/distill.sbatch (no submitit): the time-limit signal reaches the run, which saves the outer step it
+    was in (no periodic checkpoint: checkpoint.every >> meta.steps); the script requeues, the same job id
+    restarts, resumes that step, recomputes none, and ends bit-identical to an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    run_dir, reference, log = tmp_path / "run", tmp_path / "reference", tmp_path / "job.out"
+    recipe = str(ROOT / "configs" / "rtp" / "mnist_ipc1.toml")
+    overrides = [*TINY, "meta.steps=12", "checkpoint.every=1000", "log.image_every=0", "log.progress=false",
+                 "data.root="]
     job = subprocess.run(
         ["sbatch", "--parsable", f"--chdir={ROOT}", f"--output={log}", "--partition=debug", "--gpus-per-node=0",
-         "--cpus-per-task=1", "--mem=1G", "--time=10", str(ROOT / "slurm" / "distill.sbatch"),
-         str(ROOT / "configs" / "rtp" / "mnist_ipc1.toml"), "--set", *overrides, "data.root="],
+         "--cpus-per-task=1", "--mem=1G", "--time=10", str(ROOT / "slurm" / "distill.sbatch"), recipe,
+         "--set", *overrides],
         env={**os.environ, "RTP_OUT": str(run_dir), "PYTHONPATH": str(ROOT),  # the job's `python` is this one
              "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
         capture_output=True, text=True,
         check=True).stdout.strip()
-    wait_until(lambda: (run_dir / "checkpoint.pt").exists(), 150, "the sbatch job's first checkpoint")
+    wait_until(lambda: len(logged_steps(run_dir)) >= 2, 150, "the sbatch job's second outer step")
     subprocess.run(["scancel", "--batch", "--signal=USR2", job], check=True)  # what --signal=B:USR2@300 sends
+    straight = run_module("rtp_scale.distill", "--config", recipe, "--out", str(reference), "--set", *overrides)
+    assert straight.returncode == 0, straight.stderr[-2000:]
     wait_until(lambda: (run_dir / "results.json").exists(), 180, "the requeued sbatch job to finish", poll=1)
     wait_until(lambda: (slurm_states([job]) or {}).get(job) == "COMPLETED", 60, "sacct to say COMPLETED")
     text = log.read_text()
-    assert "caught USR2: requeueing job" in text and f"job {job} on" in text and "restart 1:" in text, text[-2000:]
-    assert json.loads((run_dir / "results.json").read_text())["dataset"] == "digits"
+    assert "caught USR2: the run finishes its outer step" in text and "run stopped (exit 75): requeueing" in text
+    assert f"job {job} on" in text and "restart 1:" in text and "Traceback" not in text, text[-2000:]
+    stopped_at = int(text.split("after outer step ")[1].split()[0])
+    assert 2 <= stopped_at < 12, text[-2000:]
+    assert logged_steps(run_dir) == list(range(1, 13))  # over both attempts every step ran exactly once
+    got, want = load_file(run_dir / "memory.safetensors"), load_file(reference / "memory.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    got_r, want_r = (json.loads((d / "results.json").read_text()) for d in (run_dir, reference))
+    assert got_r["accuracy"]["accuracies"] == want_r["accuracy"]["accuracies"]
+    assert got_r["final_meta_loss"] == want_r["final_meta_loss"]

@@ -89,6 +89,9 @@ def build_parser() -> OneLineParser:
                         help="run full mode only for T up to this (default: the smallest --steps; full mode's "
                              "memory grows linearly with T)")
     unroll.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
+    unroll.add_argument("--memory", choices=("addressable", "pixel"), default="addressable",
+                        help="what is distilled at 1 IPC: the addressable memory (default; 16 bases, 29 recalls per "
+                             "class) or 10 plain pixel images")
     unroll.add_argument("--timed", type=_positive_int, default=None, metavar="N",
                         help="timed outer steps per configuration after one warm-up step (default 2; --quick: 1)")
     unroll.add_argument("--segment", type=_non_negative_int, default=0, metavar="K",
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from rtp_scale.bench.unroll import FULL_STEPS, QUICK_STEPS, Settings, run_benchmark
 
     steps = args.steps or list(QUICK_STEPS if args.quick else FULL_STEPS)
-    settings = Settings(device=args.device, width=16 if args.quick else 128, segment=args.segment,
+    settings = Settings(device=args.device, memory=args.memory, width=16 if args.quick else 128, segment=args.segment,
                         timed=args.timed or (1 if args.quick else 2),
                         threads=(1 if args.quick else 0) if args.threads is None else args.threads,
                         count=not args.no_count, quick=args.quick)

@@ -53,6 +53,9 @@ class Settings:
     """Everything that decides what a row measures, apart from its mode and T."""
 
     device: str = "cpu"
+    memory: str = "addressable"
+    """'addressable' (the default 1-IPC memory: 16 bases, 29 recalls per class) or 'pixel' (10 plain images);
+    JSON written before this field existed measured 'addressable'."""
     width: int = 128
     depth: int = 3
     norm: str = "instance"
@@ -80,7 +83,7 @@ def overrides_for(mode: str, steps: int, s: Settings) -> list[str]:
     return [
         "data.name=mnist5k", "data.augment=none", f"data.real_per_class={s.real_per_class}",
         "model.name=convnet", f"model.width={s.width}", f"model.depth={s.depth}", f"model.norm={s.norm}",
-        "memory.kind=addressable", "memory.ipc=1",
+        f"memory.kind={s.memory}", "memory.ipc=1",
         f"inner.steps={steps}", f"inner.batch_per_class={s.batch_per_class}", f"inner.momentum={s.momentum}",
         f"unroll.mode={mode}", f"unroll.segment={0 if mode == 'full' else min(s.segment, steps)}",
         f"run.device={s.device}", f"run.seed={s.seed}",
@@ -211,6 +214,7 @@ def format_table(result: dict) -> str:
     mm = rates["matmul_2048_gflops"]
     mem_kind = "device" if result["settings"]["device"] == "cuda" else "RSS"
     lines = [
+        f"memory: {result['settings'].get('memory', 'addressable')} at 1 IPC",
         f"machine: {m['device_name']} | {m['cpus_usable']} usable CPUs, torch {m['torch_version']} with "
         f"{m['torch_threads']} threads | load average {m['load_average']}",
         f"peak rates (GFLOP/s): matmul 2048^3 {mm:.1f} | conv {rates['conv_shape']}: "

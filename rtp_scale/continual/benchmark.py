@@ -30,6 +30,7 @@ from rtp_scale.data import SplitDataset
 from rtp_scale.data.augment import Augmenter
 from rtp_scale.eval import build_net
 from rtp_scale.eval.protocol import train_fresh_net
+from rtp_scale.logging.progress import open_progress
 from rtp_scale.runtime import augment_ops
 from rtp_scale.seeding import derive_seed
 
@@ -103,8 +104,8 @@ def run_one(name: str, data: SplitDataset, tasks: list[Task], *, cfg: Config, bu
                       "storage_ipc": storage.ipc_equivalent, "train_images": len(y), "learn_seconds": learn_s,
                       "eval_seconds": time.perf_counter() - tick, **stats, **result})
         if bar is not None:
-            bar.update(1)
             bar.set_postfix(learner=name, seed=seed, task=task.index, acc=f"{result['acc']:.1f}")
+            bar.update(1)
     acc = [s["acc"] for s in steps]
     task_acc = [s["task_acc"] for s in steps]
     record = {"learner": name, "seed": seed, "tasks": steps, "acc": acc, "average_acc": statistics.fmean(acc),
@@ -137,16 +138,14 @@ def summarise(records: list[dict], learners: tuple[str, ...]) -> dict:
 def run_benchmark(data: SplitDataset, tasks: list[Task], *, cfg: Config, opts: BenchmarkOptions,
                   progress: bool = False, on_learner=None) -> dict:
     """Every learner on every seed; ``on_learner(name, seed, learner)`` sees each finished learner."""
-    from tqdm.auto import tqdm
-
     budget = Budget(ipc=cfg.memory.ipc, num_classes=data.info.num_classes, pixels_per_image=data.info.pixels_per_image)
     for name in opts.learners:  # impossible budgets are user errors, reported before any work starts
         build_learner(name, cfg=cfg, budget=budget, image_shape=data.info.image_shape, num_tasks=len(tasks),
                       bases_per_task=opts.bases_per_task, freeze_bases=opts.freeze_bases, seed=0,
                       inner_scope=opts.inner_scope)
     records = []
-    bar = tqdm(total=len(opts.seeds) * len(opts.learners) * len(tasks), desc="continual", unit="task",
-               disable=not progress)
+    bar = open_progress(total=len(opts.seeds) * len(opts.learners) * len(tasks), desc="continual", unit="task",
+                        enabled=progress)
     for seed in opts.seeds:
         for name in opts.learners:
             record, learner = run_one(name, data, tasks, cfg=cfg, budget=budget, seed=seed, opts=opts, bar=bar)

@@ -196,8 +196,11 @@ def check_split_file(folder: str | Path, manifest: Manifest, split: str, *, chec
     if not path.is_file():
         raise UserError(f"missing {split} file {path} (listed in its {MANIFEST_NAME}); {rerun}")
     size = path.stat().st_size
+    if size < entry.bytes:  # an interrupted conversion or copy
+        raise UserError(f"{path} is truncated: {size} of the {entry.bytes} bytes its {MANIFEST_NAME} records "
+                        f"(an interrupted conversion or copy?); {rerun}")
     if size != entry.bytes:
-        raise UserError(f"{path} is corrupt or truncated: {size} bytes, the manifest says {entry.bytes}; {rerun}")
+        raise UserError(f"{path} is corrupt: {size} bytes, its {MANIFEST_NAME} records {entry.bytes}; {rerun}")
     if checksum:
         digest = file_sha256(path)
         if digest != entry.sha256:
@@ -378,8 +381,8 @@ class BetonFile:
 class ChannelStats:
     """Per-channel mean / population std of uint8 pixels, accumulated batch by batch.
 
-    The same arithmetic as the in-memory loaders (:func:`rtp_scale.data.registry.build_split`: uint8 ->
-    float32 ``/ 255`` -> :func:`~rtp_scale.data.registry.channel_stats` in float64 over chunks of 4096
+    The same arithmetic as the in-memory loaders (:func:`rtp_scale.data.split.build_split`: uint8 ->
+    float32 ``/ 255`` -> :func:`~rtp_scale.data.split.channel_stats` in float64 over chunks of 4096
     images), so the pixels of an in-memory dataset fed in chunks of 4096 give the very same numbers.
     """
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtp_scale.data.registry import SplitDataset, build_split
+from rtp_scale.data.split import SplitDataset, build_split
 from rtp_scale.errors import UserError
 
 DEFAULT_RESOLUTION = 64

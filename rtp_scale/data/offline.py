@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rtp_scale.data.registry import SplitDataset, build_split
+from rtp_scale.data.split import SplitDataset, build_split
 
 MNIST5K_TRAIN_PER_CLASS = 400
 MNIST5K_TEST_PER_CLASS = 100

@@ -23,7 +23,7 @@ from typing import Iterator, Protocol, runtime_checkable
 import torch
 
 from rtp_scale.config import DataConfig
-from rtp_scale.data.registry import DatasetInfo, SplitDataset
+from rtp_scale.data.split import DatasetInfo, SplitDataset
 from rtp_scale.data.sampler import ClassBalancedSampler
 from rtp_scale.errors import UserError
 

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rtp_scale.data.registry import SplitDataset, build_split
+from rtp_scale.data.split import SplitDataset, build_split
 from rtp_scale.errors import UserError
 
 _MNIST_FILES = (

@@ -62,6 +62,21 @@ class ZCA:
         mean = self.mean_D.to(device=x_NCHW.device, dtype=x_NCHW.dtype)
         return self._matmul(x_NCHW, self.inverse_DD) + mean.view(1, *x_NCHW.shape[1:])
 
+    @classmethod
+    def from_transform(cls, mean_D: torch.Tensor, transform_DD: torch.Tensor) -> "ZCA":
+        """Rebuild a fitted transform from its mean and whitening matrix (as an artifact stores them).
+
+        Whitening uses only these two, so :meth:`apply` reproduces the fitted transform's output bit for bit
+        when they are stored in the dtype the images are whitened in; the inverse (for viewing) is recomputed.
+        """
+        mean_D, transform_DD = mean_D.to(torch.float64), transform_DD.to(torch.float64)
+        return cls(mean_D=mean_D, transform_DD=transform_DD, inverse_DD=torch.linalg.inv(transform_DD))
+
+    def fingerprint(self) -> dict[str, float | int]:
+        """Summary numbers of the fitted transform, to check that a refit on another copy of the data matches."""
+        return {"dim": int(self.mean_D.numel()), "transform_trace": float(self.transform_DD.trace()),
+                "mean_sum": float(self.mean_D.sum())}
+
     def to(self, device: torch.device | str) -> "ZCA":
         """A copy on ``device`` (keeps float64)."""
         return ZCA(mean_D=self.mean_D.to(device), transform_DD=self.transform_DD.to(device),

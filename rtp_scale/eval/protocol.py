@@ -16,7 +16,8 @@ from torch import nn
 
 from rtp_scale.config import EvalConfig, ModelConfig
 from rtp_scale.data.augment import Augmenter
-from rtp_scale.models import build_model, init_params, load_params_
+from rtp_scale.logging.progress import open_progress
+from rtp_scale.models import build_configured, init_params, load_params_
 from rtp_scale.seeding import make_generator
 
 
@@ -46,9 +47,7 @@ class EvalResult:
 
 
 def build_net(model_cfg: ModelConfig, *, channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
-    return build_model(model_cfg.name, channels=channels, num_classes=num_classes, image_size=image_size,
-                       width=model_cfg.width, depth=model_cfg.depth, norm=model_cfg.norm, pooling=model_cfg.pooling,
-                       feature_width_multiplier=model_cfg.width_multiplier)
+    return build_configured(model_cfg, channels=channels, num_classes=num_classes, image_size=image_size)
 
 
 def _lr_at(eval_cfg: EvalConfig, epoch: int, epochs: int) -> float:
@@ -118,6 +117,21 @@ def simplex_targets(targets_NC: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, clipped / total.clamp(min=torch.finfo(targets_NC.dtype).tiny), one_hot)
 
 
+@torch.no_grad()
+def memory_training_set(memory: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, targets) a memory's evaluation networks train on: its class images with int class labels, or
+    with its soft label rows when the labels are learned (``memory.meta["learn_labels"]``).
+
+    Distillation's own evaluation and ``python -m rtp_scale.evaluate`` both use this, so a saved artifact is
+    trained on exactly what its run evaluated (one-hot rows as float targets would take another code path in
+    cross-entropy and need not give the same bits).
+    """
+    x_NCHW, _ = memory.class_images()
+    targets_NC = memory.targets()
+    targets = targets_NC if memory.meta.get("learn_labels") else targets_NC.argmax(1)
+    return x_NCHW.detach(), targets.detach()
+
+
 def evaluate_synthetic(x_NCHW: torch.Tensor, targets: torch.Tensor, *, test_x: torch.Tensor, test_y: torch.Tensor,
                        num_classes: int, model_cfg: ModelConfig, eval_cfg: EvalConfig, augment_ops: str,
                        seed: int, epochs: int | None = None, progress: bool = False, desc: str = "eval",
@@ -128,8 +142,6 @@ def evaluate_synthetic(x_NCHW: torch.Tensor, targets: torch.Tensor, *, test_x: t
     baseline draws a new subset per network); otherwise all networks share ``(x, targets)``. Soft targets go
     through :func:`simplex_targets`.
     """
-    from tqdm.auto import tqdm  # imported here: only evaluation shows this bar
-
     epochs = epochs or eval_cfg.epochs
     if targets.is_floating_point():
         targets = simplex_targets(targets)
@@ -137,7 +149,7 @@ def evaluate_synthetic(x_NCHW: torch.Tensor, targets: torch.Tensor, *, test_x: t
     _, channels, height, width = x_NCHW.shape
     start = time.perf_counter()
     accuracies = []
-    bar = tqdm(total=eval_cfg.num_nets * epochs, desc=desc, unit="epoch", disable=not progress, leave=False)
+    bar = open_progress(total=eval_cfg.num_nets * epochs, desc=desc, unit="epoch", enabled=progress, leave=False)
     for i in range(eval_cfg.num_nets):
         xs, ts = train_sets(i) if train_sets is not None else (x_NCHW, targets)
         net = build_net(model_cfg, channels=channels, num_classes=num_classes, image_size=(height, width))

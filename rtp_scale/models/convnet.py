@@ -10,19 +10,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rtp_scale.errors import UserError
+from rtp_scale.models.layers import NORMS, check_shape, norm_layer
 
-NORMS = ("instance", "batch", "none")
 POOLINGS = ("avg", "max", "none")
-
-
-def _norm_layer(kind: str, channels: int) -> nn.Module:
-    if kind == "instance":
-        # GroupNorm with one group per channel == instance norm with affine, as in the DC/RtP reference.
-        return nn.GroupNorm(channels, channels, affine=True)
-    if kind == "batch":
-        # No running stats: a functional call must not mutate buffers, and eval uses batch statistics too.
-        return nn.BatchNorm2d(channels, track_running_stats=False)
-    return nn.Identity()
 
 
 class ConvNet(nn.Module):
@@ -30,7 +20,8 @@ class ConvNet(nn.Module):
 
     Like the reference, a 28x28 input (MNIST-shaped) gets padding 3 on the first conv so the feature map is
     32x32 afterwards (``pad_28=False`` turns that off). Pooling stops once the map is smaller than 2x2, so
-    tiny inputs (8x8 digits) work at any depth.
+    tiny inputs (8x8 digits) work at any depth. The default width 32 sizes the CPU default job; the
+    field's reference ConvNet is width 128.
     """
 
     def __init__(
@@ -39,7 +30,7 @@ class ConvNet(nn.Module):
         channels: int,
         num_classes: int,
         image_size: tuple[int, int],
-        width: int = 128,
+        width: int = 32,
         depth: int = 3,
         norm: str = "instance",
         pooling: str = "avg",
@@ -51,13 +42,8 @@ class ConvNet(nn.Module):
             raise UserError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
         if pooling not in POOLINGS:
             raise UserError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
-        for name, value in (("channels", channels), ("num_classes", num_classes), ("width", width),
-                            ("depth", depth), ("feature_width_multiplier", feature_width_multiplier)):
-            if int(value) != value or value < 1:
-                raise UserError(f"ConvNet {name} must be a positive integer, got {value!r}")
-        height, width_px = (int(s) for s in image_size)
-        if height < 1 or width_px < 1:
-            raise UserError(f"ConvNet image_size must be positive, got {tuple(image_size)}")
+        height, width_px = check_shape("ConvNet", channels=channels, num_classes=num_classes, image_size=image_size,
+                                       width=width, depth=depth, feature_width_multiplier=feature_width_multiplier)
 
         layers: list[nn.Module] = []
         in_ch = channels
@@ -66,7 +52,7 @@ class ConvNet(nn.Module):
             pad = 3 if (d == 0 and pad_28 and (height, width_px) == (28, 28)) else 1
             layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=pad))
             height, width_px = height + 2 * pad - 2, width_px + 2 * pad - 2
-            layers.append(_norm_layer(norm, out_ch))
+            layers.append(norm_layer(norm, out_ch))
             layers.append(nn.ReLU())
             if pooling != "none" and height >= 2 and width_px >= 2:
                 pool = nn.AvgPool2d(2, 2) if pooling == "avg" else nn.MaxPool2d(2, 2)
@@ -84,3 +70,10 @@ class ConvNet(nn.Module):
 
     def forward(self, x_NCHW: Tensor) -> Tensor:
         return self.classifier(self.features(x_NCHW))
+
+
+def convnet(*, channels: int, num_classes: int, image_size: tuple[int, int], width: int = 32, depth: int = 3,
+            norm: str = "instance", pooling: str = "avg", width_multiplier: int = 1) -> ConvNet:
+    """``model.name=convnet``: the ConvNet with the config's option names."""
+    return ConvNet(channels=channels, num_classes=num_classes, image_size=image_size, width=width, depth=depth,
+                   norm=norm, pooling=pooling, feature_width_multiplier=width_multiplier)

@@ -2,43 +2,89 @@
 
 ``init_params`` exists because the engine re-initialises a fresh network every outer step: drawing from an
 explicit ``torch.Generator`` (never the global RNG) makes every init reproducible from (seed, step, rank).
+Names and the options each model takes are listed in :mod:`rtp_scale.models.catalog`.
 """
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from rtp_scale.errors import UserError
-from rtp_scale.models.convnet import ConvNet
+from rtp_scale.models.catalog import OPTION_FIELDS, builder_keywords, model_names, resolve_builder
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {"convnet": ConvNet}
-_REQUIRED = ("channels", "num_classes", "image_size")
+if TYPE_CHECKING:
+    from rtp_scale.config import ModelConfig
 
-
-def model_names() -> list[str]:
-    return sorted(_BUILDERS)
-
-
-def _options_of(builder: Callable[..., nn.Module]) -> list[str]:
-    params = inspect.signature(builder).parameters
-    return [n for n in params if n not in _REQUIRED and n != "self"]
+__all__ = ["build_configured", "build_model", "check_batch_split", "init_params", "load_params_", "model_names",
+           "resolved_options", "uses_batch_statistics"]
 
 
 def build_model(name: str, *, channels: int, num_classes: int, image_size: tuple[int, int],
                 **options: object) -> nn.Module:
-    """Build a model by name; unknown names or options are a :class:`UserError` listing the valid ones."""
-    if name not in _BUILDERS:
-        raise UserError(f"unknown model {name!r}; valid: {', '.join(model_names())}")
-    builder = _BUILDERS[name]
-    valid = _options_of(builder)
+    """Build a model by name or ``module:Builder`` spec; unknown names or options are a :class:`UserError`.
+
+    The result must be stateless under ``torch.func.functional_call``: norm layers that track running
+    statistics are refused (their buffers would be mutated inside unrolls and used in evaluation).
+    """
+    builder = resolve_builder(name)
+    valid, var_kw = builder_keywords(name, builder)
     unknown = sorted(set(options) - set(valid))
-    if unknown:
+    if unknown and not var_kw:
         raise UserError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; valid: {', '.join(valid)}")
-    return builder(channels=channels, num_classes=num_classes, image_size=tuple(image_size), **options)
+    model = builder(channels=channels, num_classes=num_classes, image_size=tuple(image_size), **options)
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    for mod_name, module in model.named_modules():
+        if getattr(module, "track_running_stats", False):
+            raise UserError(f"model {name!r}: {type(module).__name__} at {mod_name!r} tracks running statistics; "
+                            f"build it with track_running_stats=False (the engine calls models functionally and "
+                            f"normalises with batch statistics)")
+    return model
+
+
+def build_configured(model_cfg: "ModelConfig", *, channels: int, num_classes: int,
+                     image_size: tuple[int, int]) -> nn.Module:
+    """The model a ``[model]`` config section describes: its name, with the options that differ from the field
+    defaults (the config has already filled in a built-in model's own defaults)."""
+    return build_model(model_cfg.name, channels=channels, num_classes=num_classes, image_size=image_size,
+                       **model_cfg.set_options())
+
+
+def resolved_options(model_cfg: "ModelConfig") -> dict[str, object]:
+    """Every option the model takes, as it is built: the set ones, and the builder's defaults for the rest."""
+    builder = resolve_builder(model_cfg.name)
+    params = inspect.signature(builder).parameters
+    resolved = {k: params[k].default for k in OPTION_FIELDS
+                if k in params and params[k].default is not inspect.Parameter.empty}
+    resolved.update(model_cfg.set_options())
+    return resolved
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether any layer normalises across the batch (its output for one image depends on the others)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def check_batch_split(model: nn.Module, name: str, *, real_batch: int, outer_chunk: int, inner_shards: int) -> None:
+    """Refuse the settings that split a batch when ``model`` normalises with batch statistics.
+
+    Cutting the real batch into ``outer_chunk`` parts, or the inner minibatch into ``inner_shards`` shards, gives
+    each piece its own statistics: another loss, not the same one computed in pieces as for every other network.
+    """
+    if not uses_batch_statistics(model):
+        return
+    if 0 < outer_chunk < real_batch:
+        raise UserError(f"model.name={name} normalises with batch statistics: unroll.outer_chunk={outer_chunk} would "
+                        f"normalise each part of the {real_batch}-image real batch on its own; set "
+                        f"unroll.outer_chunk=0 (or >= {real_batch})")
+    if inner_shards > 1:
+        raise UserError(f"model.name={name} normalises with batch statistics: dist.inner_shards={inner_shards} would "
+                        f"normalise each shard of the inner minibatch on its own; use dist.inner_shards=1 or a "
+                        f"network without batch norm")
 
 
 def _uniform(shape: torch.Size, bound: float, generator: torch.Generator, like: Tensor) -> Tensor:
@@ -69,7 +115,8 @@ def init_params(model: nn.Module, generator: torch.Generator) -> dict[str, Tenso
                 fill = 1.0 if pname == "weight" else 0.0
                 params[prefix + pname] = torch.full_like(p, fill).detach()
         else:
-            raise TypeError(f"init_params: no init rule for parameters of {type(module).__name__} ({mod_name})")
+            raise UserError(f"init_params: no init rule for the parameters of {type(module).__name__} at "
+                            f"{mod_name!r}; models hold parameters in Conv, Linear and norm layers only")
     return params
 
 

@@ -1,0 +1,114 @@
+"""Preemption that saves: SIGTERM or SIGUSR2 stops a run at the next outer-step boundary, after a checkpoint.
+
+Slurm announces the end of a job with a signal: SIGTERM on preemption (then SIGKILL after the partition's
+GraceTime), the ``--signal`` one (USR2 in ``slurm/distill.sbatch`` and submitit) before the time limit.
+Killing the run there would lose every outer step since the last periodic checkpoint (up to
+``checkpoint.every``). Instead :class:`StopRequest` turns either signal into a flag; the distill loop asks it
+after every outer step, and once the flag is up it writes the checkpoint of the step that just finished and
+raises :class:`Preempted`. At most the interrupted step is recomputed by the resumed run, which then ends
+bit-identical to an uninterrupted one (every draw comes from (seed, step, unroll) generators).
+
+Who turns :class:`Preempted` into a requeue:
+
+- ``python -m rtp_scale.distill`` exits with :data:`EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``: "try again") and
+  writes no ``results.json``; ``slurm/distill.sbatch`` forwards its signal to the run, waits for that exit,
+  then requeues the job;
+- ``launch.task.DistillTask`` (submitit) hands over to submitit's own requeue (``checkpoint()``, then
+  ``scontrol requeue``) only after the run has stopped and saved.
+
+The final phase (artifact export and evaluation) is not resumable step by step: once the last step's
+checkpoint is on disk the previous signal handlers are back, so a signal then acts as it would without
+this module (kills the run, or submitit requeues it) and the resumed run only re-exports and re-evaluates.
+
+With several processes the ranks agree (one all-reduce of one flag per outer step) so that all of them
+stop after the same step: a rank that stopped alone would leave the others waiting in a collective.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from rtp_scale.distributed import RankContext
+
+EXIT_PREEMPTED = 75
+"""Exit status of ``python -m rtp_scale.distill`` stopped by a preemption signal (checkpoint saved)."""
+
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class Preempted(Exception):
+    """A preemption signal stopped the run after ``step`` outer steps; their checkpoint is on disk."""
+
+    def __init__(self, *, step: int, total: int, signal_name: str, checkpoint: str) -> None:
+        super().__init__(f"stopped by {signal_name} after outer step {step} of {total}; checkpoint saved to "
+                         f"{checkpoint}: run the same command again to resume (exit {EXIT_PREEMPTED})")
+        self.step = step
+        self.signal_name = signal_name
+
+
+class StopRequest:
+    """SIGTERM/SIGUSR2 handlers that only raise a flag, asked at outer-step boundaries by the distill loop.
+
+    ``ctx`` is the run's :class:`~rtp_scale.distributed.RankContext` (for the agreement between ranks);
+    ``first_step`` / ``last_step`` the outer steps the run starts from / ends at (``meta.steps``);
+    ``checkpoint`` the path named in the stop message.
+    """
+
+    def __init__(self, ctx: RankContext, *, first_step: int, last_step: int, checkpoint: str) -> None:
+        self._ctx = ctx
+        self._has_steps = first_step < last_step  # a run resumed at its end goes straight to the final phase
+        self._last_step = last_step
+        self._checkpoint = checkpoint
+        self._signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    # ------------------------------------------------------------------ handlers
+    def install(self) -> StopRequest:
+        """Replace the handlers of :data:`PREEMPTION_SIGNALS`; a no-op outside the main thread (where Python
+        cannot install handlers), so a run started from a worker thread keeps the process's behaviour."""
+        if self._has_steps and threading.current_thread() is threading.main_thread():
+            for signum in PREEMPTION_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def restore(self) -> None:
+        """Put the handlers back that were there before :meth:`install` (idempotent)."""
+        while self._previous:
+            signum, handler = self._previous.popitem()
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._signal is None:
+            self._signal = signum
+        # os.write, not print: a handler may run in the middle of another write to the same stream
+        os.write(2, f"received {signal.Signals(signum).name}: the run stops after the current outer step and "
+                    f"saves its checkpoint\n".encode())
+
+    # ------------------------------------------------------------------ the loop's side
+    def requested(self) -> bool:
+        """Whether any rank received a preemption signal (a collective when there are several ranks)."""
+        flag = self._signal is not None
+        if self._ctx.world_size == 1:
+            return flag
+        import torch  # not at the top: launch.task imports this module before the job has loaded torch
+
+        any_rank = torch.tensor([int(flag)], dtype=torch.int64, device=self._ctx.device)
+        torch.distributed.all_reduce(any_rank, op=torch.distributed.ReduceOp.MAX)
+        return bool(any_rank.item())
+
+    def after_step(self, done: int, save: Callable[[int], None]) -> None:
+        """Called by every rank after outer step ``done``: on a stop request save ``done`` steps and raise
+        :class:`Preempted`; after the last step save and give the signals back (module docstring)."""
+        if self.requested():
+            save(done)
+            raise Preempted(step=done, total=self._last_step, checkpoint=self._checkpoint,
+                            signal_name=signal.Signals(self._signal).name if self._signal else "a peer rank")
+        if done == self._last_step:
+            save(done)  # the final phase may now be killed outright: its starting point must be on disk first
+            self.restore()
+            if self._signal is not None and self._ctx.world_size == 1:  # arrived between check and restore
+                raise Preempted(step=done, total=self._last_step, checkpoint=self._checkpoint,
+                                signal_name=signal.Signals(self._signal).name)
