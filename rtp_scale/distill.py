@@ -226,12 +226,14 @@ def run(cfg: Config) -> dict:
             done = step + 1
             step_metrics.update({"meta/grad_norm": grad_norm, "meta/lr": outer_lr(cfg, step),
                                  "sys/step_time": time.perf_counter() - tick, "sys/peak_mem": _peak_memory_mb(device)})
-            with torch.no_grad():  # are the slots different images, or copies of a few? (memory/diagnostics.py)
-                step_metrics.update(recall_diversity(*memory.class_images(), info.num_classes))
             if lr_optimizer is not None:
                 step_metrics["inner/lr_mean"] = float(lrs.detach().mean())
+            logged = done % cfg.log.every == 0 or done == cfg.meta.steps
+            if logged:  # are the slots different images, or copies of a few? (memory/diagnostics.py; an SVD a class)
+                with torch.no_grad():
+                    step_metrics.update(recall_diversity(*memory.class_images(), info.num_classes))
             history.append({"step": done, **step_metrics})
-            if done % cfg.log.every == 0 or done == cfg.meta.steps:
+            if logged:
                 writer.scalars(step_metrics, done)
             if cfg.log.image_every and (done % cfg.log.image_every == 0 or done == cfg.meta.steps):
                 with torch.no_grad():

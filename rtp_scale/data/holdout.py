@@ -20,15 +20,14 @@ from dataclasses import replace
 import torch
 
 from rtp_scale.data import SplitDataset
+from rtp_scale.data.sampler import indices_by_class
 from rtp_scale.errors import UserError
 
 
 def holdout_indices(labels_N: torch.Tensor, num_classes: int, per_class: int) -> torch.Tensor:
     """int64 indices of the last ``per_class`` images of every class, class-major; one line if a class is too small."""
-    labels = labels_N.detach().to("cpu", torch.int64)
     blocks = []
-    for c in range(num_classes):
-        members = torch.nonzero(labels == c).flatten()
+    for c, members in enumerate(indices_by_class(labels_N, num_classes)):
         if members.numel() <= per_class:
             raise UserError(f"data.val_per_class={per_class} leaves no training image of class {c} "
                             f"({members.numel()} in the training split)")
@@ -38,10 +37,9 @@ def holdout_indices(labels_N: torch.Tensor, num_classes: int, per_class: int) ->
 
 def carve_validation(data: SplitDataset, *, per_class: int, eval_split: str) -> SplitDataset:
     """``data`` with ``per_class`` training images per class held out; they replace the test split when
-    ``eval_split == 'val'``. ``per_class == 0`` returns ``data`` itself (only ``eval_split='test'`` allowed)."""
+    ``eval_split == 'val'``. ``per_class == 0`` returns ``data`` itself (DataConfig refuses ``val`` without a
+    hold-out)."""
     if per_class == 0:
-        if eval_split == "val":
-            raise UserError("data.eval_split=val needs a validation split: set data.val_per_class > 0")
         return data
     held = holdout_indices(data.train_y, data.info.num_classes, per_class)
     keep = torch.ones(len(data.train_y), dtype=torch.bool)

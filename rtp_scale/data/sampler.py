@@ -14,7 +14,8 @@ import torch
 from rtp_scale.errors import UserError
 
 
-def _indices_by_class(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
+def indices_by_class(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
+    """Indices of every class, each in dataset order (a stable sort of the labels)."""
     labels_cpu = labels.detach().to("cpu", torch.int64).reshape(-1)
     if labels_cpu.numel() and (labels_cpu.min() < 0 or labels_cpu.max() >= num_classes):
         raise UserError(f"labels must lie in 0..{num_classes - 1}, found {labels_cpu.min()}..{labels_cpu.max()}")
@@ -38,7 +39,7 @@ class ClassBalancedSampler:
             raise UserError(f"per_class must be >= 1, got {per_class}")
         self.num_classes = num_classes
         self.per_class = per_class
-        self._by_class = _indices_by_class(labels, num_classes)
+        self._by_class = indices_by_class(labels, num_classes)
         empty = [c for c, idx in enumerate(self._by_class) if idx.numel() == 0]
         if empty:
             raise UserError(f"class(es) {empty} have no training samples; cannot sample class-balanced batches")

@@ -28,7 +28,7 @@ from rtp_scale.data.sources import RealSource
 from rtp_scale.errors import UserError
 from rtp_scale.eval.baselines import random_real
 from rtp_scale.eval.protocol import evaluate_synthetic
-from rtp_scale.eval.scores import _gain, random_baseline_ipc
+from rtp_scale.eval.scores import paired_gain, random_baseline_ipc
 from rtp_scale.models.catalog import CATALOG, OPTION_FIELDS, options_taken
 from rtp_scale.models.registry import resolved_options
 
@@ -123,7 +123,7 @@ def evaluate_architectures(x_NCHW: torch.Tensor, targets: torch.Tensor, *, sourc
                      "norm": options.get("norm", entry.norm if entry else "see its builder"),
                      "not_applied": not_applied,
                      "distilled": distilled.as_dict(), "random": random.as_dict(),
-                     "gain_over_random": _gain(distilled, random),
+                     "gain_over_random": paired_gain(distilled, random),
                      "seconds": distilled.seconds + random.seconds})
     return {"storage": storage,
             "random_baseline": {"ipc": ipc, "floats": random_floats, "labels": "hard",

@@ -59,7 +59,7 @@ def _summary(result: EvalResult) -> dict[str, float]:
     return {"mean": result.mean, "std": result.std}
 
 
-def _gain(ours: EvalResult, random: EvalResult) -> dict[str, float]:
+def paired_gain(ours: EvalResult, random: EvalResult) -> dict[str, float]:
     """Mean and std of the per-network differences (network i of both runs shares its initialisation)."""
     diffs = torch.tensor(ours.accuracies, dtype=torch.float64) - torch.tensor(random.accuracies, dtype=torch.float64)
     std = float(diffs.std(unbiased=False)) if len(diffs) > 1 else 0.0
@@ -106,14 +106,14 @@ def score_distilled(x_NCHW: torch.Tensor, targets: torch.Tensor, *, source: Real
         runs["random_no_aug"] = fresh(random_real(source, ipc=ipc, augment_ops=NO_AUGMENT, **common))
     scores = {
         "acc": _summary(runs["distilled"]), "random_acc": _summary(runs["random"]),
-        "gain_over_random": _gain(runs["distilled"], runs["random"]),
+        "gain_over_random": paired_gain(runs["distilled"], runs["random"]),
         "acc_no_aug": _summary(runs["distilled_no_aug"]), "random_acc_no_aug": _summary(runs["random_no_aug"]),
-        "gain_over_random_no_aug": _gain(runs["distilled_no_aug"], runs["random_no_aug"]),
+        "gain_over_random_no_aug": paired_gain(runs["distilled_no_aug"], runs["random_no_aug"]),
     }
     if targets.is_floating_point():
         runs["hard_label"] = fresh(train_set(targets.argmax(1), augment_ops, "distilled, hard labels"))
         scores["hard_label_acc"] = _summary(runs["hard_label"])
-        scores["hard_label_gain_over_random"] = _gain(runs["hard_label"], runs["random"])
+        scores["hard_label_gain_over_random"] = paired_gain(runs["hard_label"], runs["random"])
     return {
         "augment": augment_ops or NO_AUGMENT,
         "random_baseline": {"ipc": ipc, "floats": random_floats, "labels": "hard",
