@@ -82,8 +82,17 @@ def test_terminal_keeps_a_tqdm_bar():
         assert isinstance(bar, tqdm)
         bar.update(3)
         bar.close()
-    written = os.read(leader, 4096).decode()
+    chunks = []
+    while True:  # a pty hands its buffer over in pieces; read until the closed follower side reports EOF (EIO)
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     os.close(leader)
+    written = b"".join(chunks).decode()
     assert "\r" in written and "3/3" in written
 
 
