@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # gpu_check.sh OUT_DIR - the CUDA checks of one GPU machine (about 8 minutes on one H100/H200); every result
 # lands in OUT_DIR:
-#   gpu_tests.log / gpu_tests.xml   the tests marked gpu (tests/test_gpu.py): float64 engine vs autograd on CUDA,
-#                                   pinned offload round trip, CUDA resume bit-identical, FFCV batches onto CUDA
+#   gpu_tests.log / gpu_tests.xml   the tests marked gpu (tests/test_gpu.py, tests/test_unroll_budget_precision.py):
+#                                   float64 engine vs autograd on CUDA, pinned offload round trip, CUDA resume
+#                                   bit-identical, FFCV batches onto CUDA, the bf16 unroll and the memory budget
+#   unroll_bf16.log, unroll_bf16/   the same benchmark with unroll.precision=bf16 at T = 50, 150 (cosine to fp32)
 #   unroll.log, unroll/             python -m rtp_scale.bench unroll --device cuda over T = 50 ... 2000 (JSON + table:
 #                                   step time, TFLOP/s, peak device memory)
 #   default_job.log, default_job/   the default job on CUDA (results.json), and default_job_seconds.txt
@@ -26,12 +28,14 @@ failed=()
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 "$PY" -m pip freeze >"$OUT/pip-freeze.txt" 2>&1
 
-timeout 180 "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" tests/test_gpu.py 2>&1 \
+timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" tests/ 2>&1 \
   | tee "$OUT/gpu_tests.log" || failed+=("gpu tests")
-timeout 240 "$PY" -m rtp_scale.bench unroll --device cuda --steps 50,150,500,1000,2000 --out "$OUT/unroll" 2>&1 \
+timeout 200 "$PY" -m rtp_scale.bench unroll --device cuda --steps 50,150,500,1000,2000 --out "$OUT/unroll" 2>&1 \
   | tee "$OUT/unroll.log" || failed+=("bench unroll")
+timeout 60 "$PY" -m rtp_scale.bench unroll --device cuda --modes segmented --steps 50,150 --precision bf16 \
+  --out "$OUT/unroll_bf16" 2>&1 | tee "$OUT/unroll_bf16.log" || failed+=("bench unroll bf16")
 start=$(date +%s)
-timeout 120 "$PY" -m rtp_scale.distill --set run.device=cuda "run.out_dir=$OUT/default_job" log.progress=false 2>&1 \
+timeout 70 "$PY" -m rtp_scale.distill --set run.device=cuda "run.out_dir=$OUT/default_job" log.progress=false 2>&1 \
   | tee "$OUT/default_job.log" || failed+=("default job")
 echo "$(( $(date +%s) - start ))" >"$OUT/default_job_seconds.txt"
 

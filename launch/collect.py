@@ -172,6 +172,11 @@ class MemberStatus:
         return None if self.results is None else self.results["accuracy"]["mean"]
 
     @property
+    def eval_split(self) -> str:
+        """The split the member's accuracy was measured on (runs before ``data.eval_split`` existed: test)."""
+        return self.member["config"].get("data", {}).get("eval_split", "test")
+
+    @property
     def storage_ipc(self) -> float | None:
         return None if self.results is None else self.results.get("storage", {}).get("ipc_equivalent")
 
@@ -318,7 +323,7 @@ def group_rows(groups: list[Group]) -> list[dict[str, Any]]:
 
 def member_rows(statuses: list[MemberStatus]) -> list[dict[str, Any]]:
     return [{"member": s.name, "status": s.state, "dataset": s.dataset, "method": s.method,
-             "budget_ipc": _budget(s.budget), "seed": s.seed, "variant": s.variant, "acc_mean": _fmt(s.accuracy, ".4f"),
+             "budget_ipc": _budget(s.budget), "seed": s.seed, "variant": s.variant, "split": s.eval_split, "acc_mean": _fmt(s.accuracy, ".4f"),
              "acc_std": _fmt(None if s.results is None else s.results["accuracy"]["std"], ".4f"),
              "storage_ipc": _fmt(s.storage_ipc, ".4f"), "wall_s": _fmt(s.wall_seconds, ".1f"), "attempts": s.attempts,
              "job_id": s.job_id or "", "scheduler_state": s.scheduler_state, "error": s.error}
@@ -333,18 +338,25 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def accuracy_label(statuses: list[MemberStatus]) -> str:
+    """'test', 'validation', or 'test/validation' when members measured different splits (then each row says which)."""
+    splits = sorted({s.eval_split for s in statuses})
+    return "/".join("validation" if split == "val" else split for split in splits) or "test"
+
+
 def render_markdown(manifest: dict[str, Any], statuses: list[MemberStatus]) -> str:
     groups = group_members(statuses)
+    label = accuracy_label(statuses)
     counts = _counts(statuses)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     parts = [f"# Sweep `{manifest.get('name', '?')}`: {len(statuses)} members ({summary})", "",
-             f"Cluster `{manifest.get('cluster', '?')}`, recipe `{manifest.get('recipe', '?')}`. Test accuracy in %: "
+             f"Cluster `{manifest.get('cluster', '?')}`, recipe `{manifest.get('recipe', '?')}`. {label.capitalize()} accuracy in %: "
              "mean ± std over the completed members (seeds) of each row, each member itself the mean over its "
              "evaluation networks; failed or unfinished members are not counted.", "",
              "## Accuracy per (dataset, method, budget)", ""]
     has_variant = any(g.variant for g in groups)
     header = ["dataset", "method", "budget (IPC)"] + (["variant"] if has_variant else []) + [
-        "completed", "test acc. (%)", "storage used (IPC)", "wall time / member (s)"]
+        "completed", f"{label} acc. (%)", "storage used (IPC)", "wall time / member (s)"]
     rows = []
     for g in groups:
         mean, std = g.accuracy
@@ -352,9 +364,9 @@ def render_markdown(manifest: dict[str, Any], statuses: list[MemberStatus]) -> s
         rows.append([g.dataset, g.method, _budget(g.budget)] + ([g.variant] if has_variant else []) + [
             f"{len(g.done)}/{len(g.members)}", acc, _fmt(g.storage_ipc, ".3f"), _fmt(g.wall_seconds, ".0f")])
     parts += [_md_table(header, rows), "", "## Members", ""]
-    header = ["member", "status", "dataset", "method", "IPC", "seed", "test acc. (%)", "storage (IPC)", "wall (s)",
+    header = ["member", "status", "dataset", "method", "IPC", "seed", "split", "acc. (%)", "storage (IPC)", "wall (s)",
               "attempts", "job"]
-    rows = [[s.name, s.state, s.dataset, s.method, _budget(s.budget), str(s.seed), _fmt(s.accuracy),
+    rows = [[s.name, s.state, s.dataset, s.method, _budget(s.budget), str(s.seed), s.eval_split, _fmt(s.accuracy),
              _fmt(s.storage_ipc, ".3f"), _fmt(s.wall_seconds, ".0f"), str(s.attempts), s.job_id or ""]
             for s in statuses]
     parts += [_md_table(header, rows)]
@@ -378,7 +390,7 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_accuracy_vs_budget(groups: list[Group], path: Path) -> Path:
+def plot_accuracy_vs_budget(groups: list[Group], path: Path, *, split_label: str = "test") -> Path:
     """Accuracy (mean ± std over seeds) against the storage budget, one line per (dataset, method, variant)."""
     try:
         import matplotlib
@@ -402,7 +414,7 @@ def plot_accuracy_vs_budget(groups: list[Group], path: Path) -> Path:
     if budgets and budgets[-1] / max(budgets[0], 1e-9) >= 10:
         ax.set_xscale("log")
     ax.set_xlabel("storage budget (images per class)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{split_label} accuracy (%)")
     ax.grid(True, alpha=0.3)
     if lines:
         ax.legend(fontsize=8)
@@ -426,7 +438,8 @@ def collect(sweep_dir: str | Path, *, out_dir: str | Path | None = None, plot: b
     paths["csv"].write_text(_csv_text(group_rows(groups)))
     paths["members_csv"].write_text(_csv_text(member_rows(statuses)))
     if plot:
-        paths["plot"] = plot_accuracy_vs_budget(groups, out / "accuracy_vs_budget.png")
+        paths["plot"] = plot_accuracy_vs_budget(groups, out / "accuracy_vs_budget.png",
+                                                 split_label=accuracy_label(statuses))
     return {"statuses": statuses, "groups": groups, "markdown": markdown, "paths": paths,
             "counts": _counts(statuses)}
 

@@ -299,7 +299,7 @@ def expand(recipe: SweepRecipe, sweep_dir: str | Path,
         variant = grid.pop("variant", None)
         grid_overrides = [f"{k}={_override_value(v)}" for k, v in grid.items()]
         variant_overrides = recipe.variants[variant] if variant is not None else []
-        overrides = ["log.progress=false", *recipe.overrides, *extra, *variant_overrides, *grid_overrides]
+        overrides = [*recipe.overrides, *extra, *variant_overrides, *grid_overrides]
         if seed is not None:
             overrides.append(f"run.seed={seed}")
         run_dir = sweep_dir / name

@@ -238,12 +238,25 @@ class UnrollConfig:
     outer_chunk: int = 128
     """Real images per part of the meta-loss's gradient in segmented/truncated modes: parts are differentiated
     one at a time, so only one part's activations are alive (0 = the whole real batch at once)."""
+    memory_budget_mb: float = 0.0
+    """Segmented mode only; 0 = off. MiB of autograd's saved tensors (the unroll's graphs, not the process's
+    resident memory) the unroll may hold: the last steps that fit keep their forward-pass graph instead of being
+    recomputed, up to the whole unroll (= full mode). Same exact gradient; a budget too small for one segment is
+    refused (see rtp_scale.unroll.policy)."""
+    precision: str = "fp32"
+    """'fp32' or 'bf16': the inner and outer losses under bfloat16 autocast, with the state, the update and the
+    gradients in float32. Faster only where bfloat16 is native (CUDA tensor cores, CPU AMX/AVX512-BF16)."""
 
     def __post_init__(self) -> None:
         _choice("unroll", "mode", self.mode, ("full", "segmented", "truncated"))
         _positive("unroll", "segment", self.segment, allow_zero=True)
         _positive("unroll", "window", self.window, allow_zero=True)
         _positive("unroll", "outer_chunk", self.outer_chunk, allow_zero=True)
+        _positive("unroll", "memory_budget_mb", self.memory_budget_mb, allow_zero=True)
+        _choice("unroll", "precision", self.precision, ("fp32", "bf16"))
+        if self.memory_budget_mb > 0 and self.mode != "segmented":
+            raise UserError(f"unroll.memory_budget_mb needs unroll.mode=segmented (mode is {self.mode!r}); "
+                            f"set unroll.memory_budget_mb=0")
 
 
 @dataclass(kw_only=True)
@@ -345,6 +358,14 @@ class DDConfig:
         _choice("dd", "init", self.init, ("random", "fixed"))
 
 
+EVAL_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "rtp_paper": {"num_nets": 10, "epochs": 300, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 640,
+                  "schedule": "constant"},
+}
+"""``eval.protocol`` presets: the ``eval`` keys each one sets unless the recipe or ``--set`` gives them."""
+
+
 @dataclass(kw_only=True)
 class EvalConfig:
     """The evaluation protocol: train fresh networks from scratch on the synthetic set, report test accuracy."""
@@ -372,8 +393,13 @@ class EvalConfig:
     scores: bool = False
     """Also score the final evaluation against random real images of the same storage (rtp_scale.eval.scores;
     2-4x the evaluation time, so off here; python -m rtp_scale.evaluate scores unless --no-scores)."""
+    protocol: str = "default"
+    """A named protocol that fills in every ``eval`` key the recipe and ``--set`` leave unset (keys given
+    explicitly win): 'default' (the values above, as DC/DSA evaluate) or 'rtp_paper' (the Remember-the-Past
+    reference: 10 nets, constant lr 0.01, batch 640, no weight decay, 300 epochs). See ``EVAL_PROTOCOLS``."""
 
     def __post_init__(self) -> None:
+        _choice("eval", "protocol", self.protocol, tuple(EVAL_PROTOCOLS))
         _positive("eval", "num_nets", self.num_nets)
         _positive("eval", "epochs", self.epochs)
         _positive("eval", "full_epochs", self.full_epochs)
@@ -563,6 +589,8 @@ def build_config(recipe: dict[str, Any] | None = None, overrides: list[str] | No
     for text in overrides or []:
         section, key, raw = parse_override(text)
         _apply(values, section, key, raw, "--set")
+    for key, value in EVAL_PROTOCOLS.get(values["eval"].get("protocol", "default"), {}).items():
+        values["eval"].setdefault(key, value)  # a protocol fills what was not given; a bad name fails below
     hints = typing.get_type_hints(Config)
     sections = {name: hints[name](**values[name]) for name in _TYPES}
     return Config(**sections)

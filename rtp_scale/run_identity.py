@@ -16,9 +16,10 @@ resumed run names each one that changed (old -> new) on stderr, in every later c
 - ``meta.steps``: extend (or shorten) a run; only under ``meta.schedule=constant`` (a cosine schedule is
   a function of ``meta.steps``, so its remaining steps would differ) and never below the checkpoint's step;
 - ``meta.lr``, ``meta.grad_clip``, ``meta.lr_lr``: the recovery from a divergence ("lower the lr and resume");
-- ``run.device``, ``dist.inner_shards``, ``unroll.segment``, ``unroll.offload``, ``unroll.outer_chunk``: how
-  the same exact meta-gradient is computed (device, sharding of the inner batch, memory-for-recompute);
-  they change floating-point rounding, not the computation;
+- ``run.device``, ``dist.inner_shards``, ``unroll.segment``, ``unroll.offload``, ``unroll.outer_chunk``,
+  ``unroll.memory_budget_mb``: how the same exact meta-gradient is computed (device, sharding of the inner
+  batch, memory-for-recompute); they change floating-point rounding, not the computation
+  (``unroll.precision`` does change it, so it is part of the identity);
 - ``data.root``: where the dataset lives (moving a copy must not strand a run; the dataset's name, shape and
   preprocessing stay in the identity).
 
@@ -55,6 +56,7 @@ MAY_CHANGE_ON_RESUME: dict[str, str] = {
     "unroll.segment": "same exact gradient, another memory/recompute trade",
     "unroll.offload": "same exact gradient, boundary states in host memory",
     "unroll.outer_chunk": "same exact gradient, another memory/recompute trade",
+    "unroll.memory_budget_mb": "same exact gradient, another memory/recompute trade",
     "data.root": "where the dataset lives",
 }
 

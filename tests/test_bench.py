@@ -25,6 +25,29 @@ def test_quick_run_of_the_pixel_configuration(tmp_path):
     assert row["config"]["memory"]["kind"] == "pixel" and row["inner_batch"] == 10 and row["steps_run"] == 4
 
 
+def test_against_runs_each_row_in_the_other_checkout_first_with_the_default_engine(tmp_path):
+    """--against with this very checkout: the opt-in settings apply to this side only, the ratios come out."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench"
+    proc = run_module("rtp_scale.bench", "unroll", "--quick", "--modes", "segmented", "--steps", "4", "--no-count",
+                      "--precision", "bf16", "--memory-budget-mb", "2000", "--against", str(root), "--out", str(out),
+                      timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "bench_unroll.json").read_text())
+    (row,) = result["rows"]
+    assert result["against"] == str(root) and "error" not in row["against"], row["against"]
+    assert row["precision"] == "bf16" and row["kept_steps"] == 4  # this side: bf16, the whole tail kept
+    assert not any(o.startswith(("unroll.precision=", "unroll.memory_budget_mb=")) for o in row["against"]["overrides"])
+    assert row["against"]["speedup"] == pytest.approx(row["against"]["step_s_mean"] / row["step_s_mean"])
+    assert row["against"]["peak_ratio"] == pytest.approx(row["peak_mb"] / row["against"]["peak_mb"])
+    assert "speedup" in proc.stdout and f"{row['against']['speedup']:.2f}x" in proc.stdout
+    assert "precision bf16" in proc.stdout and "bf16 peak rates" in proc.stdout
+    assert 0.99 <= row["cosine_to_fp32"] < 1.0  # close to the float32 direction, and not float32 itself
+    assert f"cosine to the float32 one of the same step: {row['cosine_to_fp32']:.5f}" in proc.stdout
+
+
 def test_quick_run_writes_json_and_table(tmp_path):
     out = tmp_path / "bench"
     proc = run_module("rtp_scale.bench", "unroll", "--quick", "--out", str(out), timeout=240)
@@ -66,7 +89,8 @@ def test_quick_run_writes_json_and_table(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["unroll", "--modes", "nope"], ["unroll", "--steps", "0,5"], ["unroll", "--bogus"],
-                                  ["nope"], ["unroll", "--device", "tpu"], ["unroll", "--timed", "0"]])
+                                  ["nope"], ["unroll", "--device", "tpu"], ["unroll", "--timed", "0"],
+                                  ["unroll", "--against", "/nonexistent/checkout"]])
 def test_bad_flag_is_one_line_exit_2(args, tmp_path):
     proc = run_module("rtp_scale.bench", *args, "--out", str(tmp_path), timeout=60) if args[0] == "unroll" \
         else run_module("rtp_scale.bench", *args, timeout=60)

@@ -43,6 +43,7 @@ def test_recipe_then_overrides_with_type_coercion(tmp_path):
     (["unroll.mode=full", "unroll.offload=true"], "unroll.offload needs"),
     (["memory.kind=pixel", "memory.ipc=1.5"], "whole number of images"),
     (["run.device=tpu"], "run.device='tpu' is not allowed"),
+    (["eval.protocol=dc"], "eval.protocol='dc' is not allowed"),
 ])
 def test_rejections_name_the_key(overrides, needle):
     with pytest.raises(UserError) as err:
@@ -84,3 +85,33 @@ def test_every_shipped_recipe_parses():
     for recipe in recipes:
         cfg = load_config(recipe)
         assert cfg.recipe.hardware, f"{recipe} does not state its hardware"
+
+
+def test_eval_protocol_fills_only_the_keys_not_given(tmp_path):
+    default = build_config(None, []).eval
+    paper = build_config(None, ["eval.protocol=rtp_paper"]).eval
+    assert (paper.num_nets, paper.batch_size, paper.weight_decay, paper.schedule, paper.epochs, paper.lr) == (
+        10, 640, 0.0, "constant", 300, 0.01)
+    assert (default.num_nets, default.batch_size, default.weight_decay, default.schedule) == (5, 256, 5e-4, "step")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[eval]\nprotocol = "rtp_paper"\nbatch_size = 128\n')
+    mixed = load_config(recipe, ["eval.num_nets=3"]).eval
+    assert (mixed.batch_size, mixed.num_nets, mixed.weight_decay) == (128, 3, 0.0)  # given keys win
+    # a saved config lists every key, so it reads back as what ran
+    cfg = load_config(recipe)
+    cfg.save(tmp_path / "config.json")
+    assert load_config(tmp_path / "config.json").to_dict() == cfg.to_dict()
+
+
+def test_eval_protocol_asked_for_an_artifact_replaces_its_recorded_evaluation():
+    from rtp_scale.memory.artifact import config_for_artifact
+
+    recorded = build_config(None, ["eval.num_nets=2", "eval.batch_size=100"]).to_dict()
+    meta = {"evaluation": {section: recorded[section] for section in ("data", "model", "eval", "run")}}
+    cfg, overridden, complete = config_for_artifact("a.safetensors", meta, recipe=None,
+                                                    overrides=["eval.protocol=rtp_paper", "eval.epochs=50"])
+    assert complete and (cfg.eval.num_nets, cfg.eval.batch_size, cfg.eval.weight_decay, cfg.eval.epochs) == (
+        10, 640, 0.0, 50)
+    assert {key for key, _, _ in overridden} >= {"eval.num_nets", "eval.batch_size", "eval.protocol"}
+    same, overridden, _ = config_for_artifact("a.safetensors", meta, recipe=None, overrides=[])
+    assert (same.eval.num_nets, same.eval.batch_size) == (2, 100) and overridden == []

@@ -52,3 +52,20 @@ def test_zca_is_fitted_without_the_validation_images():
 def test_bad_validation_settings_are_one_line(overrides, needle):
     with pytest.raises(UserError, match=needle):
         _data(*overrides)
+
+
+def test_the_memory_distilled_for_validation_is_the_one_the_test_split_evaluates(tmp_path):
+    """Distillation reads neither evaluation split, so a validation run's artifact evaluated on the test split
+    is the test run: the distilled tensors are identical whichever split the run reports on."""
+    from safetensors.torch import load_file
+
+    from rtp_scale.distill import run
+    from tests.conftest import TINY
+
+    tensors = {}
+    for split in ("val", "test"):
+        run(build_config(None, [*TINY, "data.val_per_class=10", f"data.eval_split={split}", "memory.init=pca",
+                                f"run.out_dir={tmp_path / split}"]))
+        tensors[split] = load_file(str(tmp_path / split / "memory.safetensors"))
+    assert tensors["val"].keys() == tensors["test"].keys()
+    assert all(torch.equal(tensors["val"][k], tensors["test"][k]) for k in tensors["val"])

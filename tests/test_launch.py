@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -203,8 +204,9 @@ def test_multi_process_job_exports_torch_distributed_env(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- collect
 def _fake_member(sweep: Path, name: str, ipc: float, seed: int, *, acc: float | None = None, error: str = "",
-                 job: str = "") -> dict:
-    cfg = {"data": {"name": "digits"}, "method": {"name": "rtp"}, "memory": {"ipc": ipc}, "run": {"seed": seed}}
+                 job: str = "", split: str = "test") -> dict:
+    cfg = {"data": {"name": "digits", "eval_split": split}, "method": {"name": "rtp"}, "memory": {"ipc": ipc},
+           "run": {"seed": seed}}
     run_dir = sweep / name
     run_dir.mkdir(parents=True)
     if acc is not None:
@@ -243,6 +245,17 @@ def test_collect_averages_completed_members_only(tmp_path):
     states = {r["member"]: (r["status"], r["error"]) for r in csv.DictReader((sweep / "members.csv").open())}
     assert states["ipc1_s3"][0] == "failed" and states["ipc10_s2"] == ("failed", "ModuleNotFoundError: No module x")
     assert (sweep / "accuracy_vs_budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Test accuracy in %" in md and "| test acc. (%) |" in md
+
+
+def test_collect_names_the_validation_split_of_a_selection_sweep(tmp_path):
+    sweep = tmp_path / "sel"
+    members = [_fake_member(sweep, f"s{s}", 1, s, acc=a, split="val") for s, a in enumerate([88.0, 90.0])]
+    (sweep / "sweep.json").write_text(json.dumps({"name": "sel", "cluster": "debug", "members": members}))
+    md = run_module("launch.collect", str(sweep)).stdout
+    assert "Validation accuracy in %" in md and "| validation acc. (%) |" in md and "test acc" not in md.lower()
+    assert "| s0 | completed | digits | rtp | 1 | 0 | val | 88.00 |" in md
+    assert [r["split"] for r in csv.DictReader((sweep / "members.csv").open())] == ["val", "val"]
 
 
 # ---------------------------------------------------------------------------------------------- running sweeps
@@ -261,6 +274,13 @@ def test_smoke_sweep_with_local_cluster(tmp_path):
     assert "| digits | rtp | 1 | 2/2 |" in proc.stdout and "| digits | rtp | 2 | 2/2 |" in proc.stdout
     rows = list(csv.DictReader((out / "members.csv").open()))
     assert [r["status"] for r in rows] == ["completed"] * 4
+    # a member's log is a file: progress comes as plain lines (first and last at least), never as a silent job
+    logs = sorted((out / "submitit").glob("*/*_log.err"))
+    assert len(logs) == 4
+    for log in logs:
+        text = log.read_text()
+        assert "\r" not in text, text[-2000:]
+        assert re.search(r"^distill \d+/\d+ ", text, re.M) and re.search(r"^final eval \d+/\d+ ", text, re.M), text[-2000:]
     again = run_module("launch.sweep", str(SMOKE), "--cluster", "local", "--out", str(out))
     assert again.returncode == 2 and "--resubmit" in again.stderr  # never submits a sweep twice into one directory
     nothing = run_module("launch.sweep", "--resubmit", str(out))

@@ -193,18 +193,23 @@ def test_float64_meta_grad_equals_plain_autograd(p64, ref64, name):
     assert res.stored_states == (0 if name == "full" else -(-T // k))
 
 
+def uneven_chunked_loss(problem) -> ChunkedLoss:
+    """``problem``'s real-batch loss (10 images) as a ChunkedLoss of uneven parts: 4 + 4 + 2 images."""
+    model, n = problem.model, len(problem.y_real)
+
+    def part(rows: slice):
+        return lambda params: F.cross_entropy(functional_call(model, params, (problem.x_real[rows],)),
+                                              problem.y_real[rows], reduction="sum") / n
+
+    return ChunkedLoss((part(slice(0, 4)), part(slice(4, 8)), part(slice(8, 10))))
+
+
 @pytest.mark.parametrize("policy", [UnrollPolicy(mode="full"), UnrollPolicy(mode="segmented", segment=5),
                                     UnrollPolicy(mode="segmented", segment=4, offload=True)])
 def test_float64_chunked_outer_loss_equals_plain_autograd(p64, ref64, policy):
     """The real batch's loss in uneven parts (4 + 4 + 2 images) gives the whole batch's meta-gradient."""
     ref_loss, ref_grads = ref64
-    model, n = p64.model, len(p64.y_real)
-
-    def part(rows: slice):
-        return lambda params: F.cross_entropy(functional_call(model, params, (p64.x_real[rows],)), p64.y_real[rows],
-                                              reduction="sum") / n
-
-    chunked = ChunkedLoss((part(slice(0, 4)), part(slice(4, 8)), part(slice(8, 10))))
+    chunked = uneven_chunked_loss(p64)
     res = unroll_meta_grad(inner_loss=p64.inner_loss, outer_loss=chunked, params0=p64.params0, meta=p64.meta,
                            steps=p64.steps, lrs=p64.lrs, momentum=MU, policy=policy)
     assert max_rel_err(res, ref_grads) < 1e-10

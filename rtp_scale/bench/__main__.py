@@ -13,7 +13,8 @@ On a GPU:
     python -m rtp_scale.bench unroll --device cuda --steps 50,150,500,1000
 
 The other benchmarks: ``python -m rtp_scale.bench loader`` (FFCV vs torchvision ImageFolder real-batch
-sampling) and ``python -m rtp_scale.bench scaling`` (processes and inner shards); each has its own ``--help``.
+sampling), ``python -m rtp_scale.bench scaling`` (processes and inner shards) and ``python -m rtp_scale.bench plan``
+(a recipe's memory per rank and communication, predicted); each has its own ``--help``.
 """
 from __future__ import annotations
 
@@ -68,6 +69,16 @@ def _int_at_least(minimum: int):
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m rtp_scale.bench", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +86,8 @@ def build_parser() -> OneLineParser:
     sub.add_parser("loader", help="real-batch sampling throughput: FFCV vs torchvision ImageFolder (own flags)",
                    add_help=False)
     sub.add_parser("scaling", help="multi-process throughput and inner-shard memory (own flags)", add_help=False)
+    sub.add_parser("plan", help="predicted memory per rank and bytes sent per outer step of a recipe (own flags)",
+                   add_help=False)
     unroll = sub.add_parser("unroll", help="time and peak memory of one RtP outer step, full vs segmented, vs T",
                             description=UNROLL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     unroll.add_argument("--out", metavar="DIR", default="bench-results",
@@ -100,13 +113,22 @@ def build_parser() -> OneLineParser:
     unroll.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                         help="torch intra-op threads in every configuration (default 0 = torch's default, one "
                              "per core; --quick: 1, which stays fast on a busy shared machine)")
+    unroll.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="unroll.precision of every row: bf16 runs the losses under bfloat16 autocast, state and "
+                             "gradients in float32 (default: fp32)")
+    unroll.add_argument("--memory-budget-mb", type=_non_negative_float, default=0.0, metavar="MB",
+                        help="unroll.memory_budget_mb of the segmented rows: MiB of autograd saved tensors within which "
+                             "the last steps keep their forward graph instead of being recomputed (default 0 = off)")
+    unroll.add_argument("--against", metavar="DIR", type=Path, default=None,
+                        help="another checkout (e.g. `git worktree add /tmp/base 11eb99f`): run every row with its "
+                             "code first, then with this one, and report the speedup and peak-memory ratio")
     unroll.add_argument("--no-count", action="store_true",
                         help="skip the extra instrumented step that counts FLOPs and autograd saved bytes")
     return parser
 
 
 # Benchmarks with their own parsers (``python -m rtp_scale.bench loader --help``): the rest of argv goes to them.
-DELEGATED = {"loader": "rtp_scale.bench.loader", "scaling": "rtp_scale.bench.scaling"}
+DELEGATED = {"loader": "rtp_scale.bench.loader", "scaling": "rtp_scale.bench.scaling", "plan": "rtp_scale.bench.plan"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
     steps = args.steps or list(QUICK_STEPS if args.quick else FULL_STEPS)
     settings = Settings(device=args.device, memory=args.memory, width=16 if args.quick else 128, segment=args.segment,
+                        precision=args.precision, memory_budget_mb=args.memory_budget_mb,
                         timed=args.timed or (1 if args.quick else 2),
                         threads=(1 if args.quick else 0) if args.threads is None else args.threads,
                         count=not args.no_count, quick=args.quick)
     result = run_benchmark(out=Path(args.out), modes=args.modes, steps=steps, settings=settings,
-                           full_max_steps=args.full_max_steps)
+                           full_max_steps=args.full_max_steps, against=args.against)
     failed = [f"{r['mode']} T={r['steps']}" for r in result["rows"] if "error" in r]
     if failed:
         print(f"error: {len(failed)} configuration(s) failed: {', '.join(failed)} (see the table above)",

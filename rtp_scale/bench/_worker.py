@@ -102,7 +102,7 @@ def run_configuration(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    def outer_step(step: int) -> tuple[float, dict[str, float]]:
+    def outer_step(step: int, step_method: RtpMethod | None = None) -> tuple[float, dict[str, float]]:
         for p in params:
             p.grad = None
         # the same derivation as distill's: the unroll's randomness depends on (seed, step, unroll index)
@@ -111,9 +111,18 @@ def run_configuration(spec: dict) -> dict:
         real_x, real_y = data.train_x[idx], data.train_y[idx]
         sync()
         tick = time.perf_counter()
-        metrics, _ = method.meta_gradient(memory, real_x, real_y, lrs=lrs, generator=generator)
+        metrics, _ = (step_method or method).meta_gradient(memory, real_x, real_y, lrs=lrs, generator=generator)
         sync()
         return time.perf_counter() - tick, metrics
+
+    def cosine_to_fp32(step: int) -> float:
+        """Cosine between this row's meta-gradient and the float32 one of the same outer step (bf16 rows)."""
+        fp32 = RtpMethod(build_config(None, [*spec["overrides"], "unroll.precision=fp32"]), net, Augmenter("none"))
+        grads = []
+        for step_method in (method, fp32):
+            outer_step(step, step_method)
+            grads.append(torch.cat([p.grad.flatten() for p in params]))
+        return float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -139,8 +148,11 @@ def run_configuration(spec: dict) -> dict:
             out["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             out["peak_device_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
         last = engine.results[-1]
+        if cfg.unroll.precision != "fp32":
+            out["cosine_to_fp32"] = cosine_to_fp32(1)
         out.update(stored_states=last.stored_states, steps_run=last.steps_run,
-                   steps_differentiated=last.steps_differentiated)
+                   steps_differentiated=last.steps_differentiated, kept_steps=last.kept_steps,
+                   bytes_per_step=last.bytes_per_step, outer_graph_bytes=last.outer_graph_bytes)
         if spec.get("count", True):
             from torch.utils.flop_counter import FlopCounterMode
 

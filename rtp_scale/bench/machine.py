@@ -84,8 +84,10 @@ def _best_rate(fn: Callable[[], object], flops: float, device: torch.device, *, 
     return best
 
 
-def peak_rates(device: torch.device, *, width: int, real_batch: int, inner_batch: int, quick: bool) -> dict:
-    """Measured GFLOP/s: float32 matmul 2048^3 and the ConvNet's dominant conv at both batch sizes."""
+def peak_rates(device: torch.device, *, width: int, real_batch: int, inner_batch: int, quick: bool,
+               bf16: bool = False) -> dict:
+    """Measured GFLOP/s: float32 matmul 2048^3 and the ConvNet's dominant conv at both batch sizes; with ``bf16``
+    also the same three in bfloat16 (the conv in channels_last, the layout the fast bf16 kernels use)."""
     budget = 0.3 if quick else 2.0
     gen = torch.Generator().manual_seed(0)
     n = 2048
@@ -101,5 +103,17 @@ def peak_rates(device: torch.device, *, width: int, real_batch: int, inner_batch
             flops = 2.0 * batch * side * side * width * width * 9
             rates[name] = _best_rate(lambda: F.conv2d(x, w, padding=1), flops, device, min_seconds=budget,
                                      max_reps=200)
+        if bf16:
+            a16, b16 = a.bfloat16(), b.bfloat16()
+            rates["matmul_2048_bf16_gflops"] = _best_rate(lambda: a16 @ b16, 2.0 * n**3, device, min_seconds=budget,
+                                                          max_reps=200)
+            w16 = w.bfloat16().contiguous(memory_format=torch.channels_last)
+            for name, batch in (("conv_real_batch_bf16_gflops", real_batch),
+                                ("conv_inner_batch_bf16_gflops", inner_batch)):
+                x16 = torch.randn(batch, width, side, side, generator=gen).to(device).bfloat16().contiguous(
+                    memory_format=torch.channels_last)
+                flops = 2.0 * batch * side * side * width * width * 9
+                rates[name] = _best_rate(lambda: F.conv2d(x16, w16, padding=1), flops, device, min_seconds=budget,
+                                         max_reps=200)
     rates["conv_shape"] = f"{width}->{width} 3x3 on 16x16; batches {real_batch} and {inner_batch}"
     return rates

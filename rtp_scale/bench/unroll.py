@@ -35,6 +35,7 @@ import torch
 import rtp_scale
 from rtp_scale.bench.machine import load_average, machine_info, peak_rates
 from rtp_scale.config import build_config
+from rtp_scale.errors import UserError
 from rtp_scale.runtime import resolve_device
 
 MODES = ("full", "segmented")
@@ -63,6 +64,10 @@ class Settings:
     batch_per_class: int = 1
     momentum: float = 0.9
     segment: int = 0
+    precision: str = "fp32"
+    """``unroll.precision`` of every row ('fp32' or 'bf16')."""
+    memory_budget_mb: float = 0.0
+    """``unroll.memory_budget_mb`` of the segmented rows (0 = off; full mode takes no budget)."""
     seed: int = 0
     timed: int = 2
     threads: int = 0
@@ -86,28 +91,52 @@ def overrides_for(mode: str, steps: int, s: Settings) -> list[str]:
         f"memory.kind={s.memory}", "memory.ipc=1",
         f"inner.steps={steps}", f"inner.batch_per_class={s.batch_per_class}", f"inner.momentum={s.momentum}",
         f"unroll.mode={mode}", f"unroll.segment={0 if mode == 'full' else min(s.segment, steps)}",
+        f"unroll.precision={s.precision}",
+        f"unroll.memory_budget_mb={s.memory_budget_mb if mode == 'segmented' else 0.0}",
         f"run.device={s.device}", f"run.seed={s.seed}",
     ]
 
 
-def _child_env() -> dict[str, str]:
-    root = str(Path(rtp_scale.__file__).resolve().parents[1])
+def _child_env(tree: Path | None = None) -> dict[str, str]:
+    """The worker's environment: this checkout's ``rtp_scale`` first on the path, or ``tree``'s."""
+    root = str(tree.resolve() if tree is not None else Path(rtp_scale.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
 
 
-def run_row(mode: str, steps: int, s: Settings, workdir: Path) -> dict:
-    """Run one configuration in a fresh interpreter and return its row (with ``error`` when it failed)."""
-    overrides = overrides_for(mode, steps, s)
+AGAINST_DROPPED = ("unroll.precision=", "unroll.memory_budget_mb=")
+"""Override prefixes left out of a row run in another checkout (``--against``): it runs the default float32,
+unbudgeted engine of its own version, which may predate these keys."""
+
+
+def against_overrides(mode: str, steps: int, s: Settings) -> list[str]:
+    """The same work in another checkout: this row's overrides without the opt-in engine settings."""
+    return [o for o in overrides_for(mode, steps, s) if not o.startswith(AGAINST_DROPPED)]
+
+
+def check_against_tree(tree: Path) -> None:
+    """Refuse, in one line, a ``--against`` directory that is not a checkout with the benchmark worker."""
+    if not (tree / "rtp_scale" / "bench" / "_worker.py").is_file():
+        raise UserError(f"--against {tree}: not a checkout of rtp_scale (no rtp_scale/bench/_worker.py there); "
+                        f"make one with e.g. git worktree add /tmp/base <commit>")
+
+
+def run_row(mode: str, steps: int, s: Settings, workdir: Path, *, tree: Path | None = None) -> dict:
+    """Run one configuration in a fresh interpreter and return its row (with ``error`` when it failed).
+
+    ``tree``: run it with another checkout's code instead (see :func:`against_overrides`)."""
+    overrides = overrides_for(mode, steps, s) if tree is None else against_overrides(mode, steps, s)
     cfg = build_config(None, overrides)  # a bad combination fails here, before a process is started
-    row: dict = {"mode": mode, "steps": steps, "overrides": overrides, "config": cfg.to_dict(),
+    row: dict = {"mode": mode, "steps": steps, "precision": cfg.unroll.precision,
+                 "memory_budget_mb": cfg.unroll.memory_budget_mb, "overrides": overrides, "config": cfg.to_dict(),
                  "load_average_before": load_average()}
-    spec_path, result_path = workdir / f"{mode}-{steps}.spec.json", workdir / f"{mode}-{steps}.result.json"
+    tag = f"{mode}-{steps}" + ("-against" if tree is not None else "")
+    spec_path, result_path = workdir / f"{tag}.spec.json", workdir / f"{tag}.result.json"
     spec_path.write_text(json.dumps({"overrides": overrides, "timed": s.timed, "threads": s.threads,
                                      "count": s.count}))
     tick = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "rtp_scale.bench._worker", str(spec_path), str(result_path)],
-                          capture_output=True, text=True, env=_child_env())
+                          capture_output=True, text=True, env=_child_env(tree))
     row["process_s"] = time.perf_counter() - tick
     row["load_average_after"] = load_average()
     if proc.returncode != 0 or not result_path.exists():
@@ -208,6 +237,13 @@ def _fmt(value: float | int | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _against_cells(cmp: dict | None) -> list[str]:
+    if not cmp or "error" in cmp:
+        return ["FAILED" if cmp else "-", "-", "-", "-"]
+    return [f"{cmp['step_s_mean']:.2f}", f"{cmp['speedup']:.2f}x", f"{cmp['speedup_best']:.2f}x",
+            f"{cmp['peak_ratio']:.2f}"]
+
+
 def format_table(result: dict) -> str:
     """The human-readable report: machine, peak rates, one line per row, fits and targets."""
     m, rates, rows = result["machine"], result["rates"], result["rows"]
@@ -221,8 +257,19 @@ def format_table(result: dict) -> str:
         f"{rates['conv_real_batch_gflops']:.1f} / {rates['conv_inner_batch_gflops']:.1f}",
         "",
     ]
+    settings = result["settings"]
+    lines.insert(-1, f"engine: precision {settings.get('precision', 'fp32')}, memory budget "
+                     f"{settings.get('memory_budget_mb', 0.0):g} MiB (0 = off)")
+    if "matmul_2048_bf16_gflops" in rates:
+        lines.insert(-1, f"bf16 peak rates (GFLOP/s): matmul {rates['matmul_2048_bf16_gflops']:.1f} | conv, "
+                         f"channels_last: {rates['conv_real_batch_bf16_gflops']:.1f} / "
+                         f"{rates['conv_inner_batch_bf16_gflops']:.1f}; % columns use these for bf16 rows")
+    against = result.get("against")
+    if against:
+        lines.insert(-1, f"against: {against} (each row first run with that checkout's default engine, then this one)")
     header = ["mode", "T", "k", "states", "s/step", "min s", "ms/inner", "x T0", f"peak {mem_kind} MiB",
-              "setup MiB", "graph MiB", "GFLOP", "GFLOP/s", "% matmul"]
+              "setup MiB", "graph MiB", "GFLOP", "GFLOP/s", "% matmul", "% conv"] + (
+        ["against s/step", "speedup", "best/best", "peak ratio"] if against else [])
     table, failed = [], []
     base_inner: dict[str, float] = {}
     for r in rows:
@@ -237,12 +284,15 @@ def format_table(result: dict) -> str:
             _fmt(r["rss_setup_mb"] if mem_kind == "RSS" else None, ".0f"),
             _fmt(r.get("saved_tensors_peak_mb"), ".0f"), _fmt(r.get("gflop"), ".1f"),
             _fmt(r.get("achieved_gflops"), ".1f"),
-            _fmt(100 * r["achieved_gflops"] / mm if "achieved_gflops" in r else None, ".0f"),
-        ])
+            _fmt(100 * r["fraction_of_matmul_2048"] if "fraction_of_matmul_2048" in r else None, ".0f"),
+            _fmt(100 * r["fraction_of_conv_inner_batch"] if "fraction_of_conv_inner_batch" in r else None, ".0f"),
+        ] + (_against_cells(r.get("against")) if against else []))
     widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(header)]
     for row in [header, *table]:
         lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
     lines += failed
+    lines += [f"{r['mode']} T={r['steps']}: {r['precision']} meta-gradient's cosine to the float32 one of the same "
+              f"step: {r['cosine_to_fp32']:.5f}" for r in rows if "cosine_to_fp32" in r]
     for mode, fit in result["fits"].items():
         text = f"{mode}: time = {fit['fixed_s']:.2f} s + T x {1e3 * fit['per_inner_step_s']:.1f} ms"
         if "per_inner_step_gflop" in fit:
@@ -261,9 +311,32 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_rows(row: dict, base: dict) -> dict:
+    """``row`` measured against ``base`` (the same work in the ``--against`` checkout, run just before it)."""
+    if "error" in base or "error" in row:
+        return {"error": base.get("error") or row.get("error")}
+    return {"overrides": base["overrides"], "step_s_mean": base["step_s_mean"], "peak_mb": base["peak_mb"],
+            "gflop": base.get("gflop"),
+            "step_s_min": base["step_s_min"], "speedup": base["step_s_mean"] / row["step_s_mean"],
+            # the fastest steps are the least disturbed by other jobs on a shared machine
+            "speedup_best": base["step_s_min"] / row["step_s_min"], "peak_ratio": row["peak_mb"] / base["peak_mb"]}
+
+
+def _rate_fractions(row: dict, rates: dict) -> dict:
+    """Achieved GFLOP/s as fractions of the machine's measured peaks, in the row's own precision."""
+    suffix = "_bf16_gflops" if row.get("precision") == "bf16" and "matmul_2048_bf16_gflops" in rates else "_gflops"
+    return {f"fraction_of_{name}": row["achieved_gflops"] / rates[f"{name}{suffix}"]
+            for name in ("matmul_2048", "conv_real_batch", "conv_inner_batch")}
+
+
 def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Settings,
-                  full_max_steps: int | None = None) -> dict:
-    """Run every row, print the table, write ``<out>/bench_unroll.json`` (also after each row)."""
+                  full_max_steps: int | None = None, against: Path | None = None) -> dict:
+    """Run every row, print the table, write ``<out>/bench_unroll.json`` (also after each row).
+
+    ``against``: another checkout (e.g. ``git worktree add /tmp/base <commit>``); every row is first run with its
+    code (default engine settings), then with this one, so that each speed ratio comes from two runs side by side."""
+    if against is not None:
+        check_against_tree(against)
     device = resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -278,7 +351,9 @@ def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Se
         "memory": "addressable, ipc=1 (default: 16 bases, 29 recalled images per class)",
         "machine": machine_info(device),
         "rates": peak_rates(device, width=settings.width, real_batch=NUM_CLASSES * settings.real_per_class,
-                            inner_batch=NUM_CLASSES * settings.batch_per_class, quick=settings.quick),
+                            inner_batch=NUM_CLASSES * settings.batch_per_class, quick=settings.quick,
+                            bf16=settings.precision == "bf16"),
+        "against": None if against is None else str(against.resolve()),
         "rows": [], "fits": {}, "checks": {}, "complete": False,
     }
 
@@ -291,11 +366,13 @@ def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Se
     with tempfile.TemporaryDirectory(prefix="rtp-bench-") as tmp:
         for i, (mode, t) in enumerate(rows_plan):
             print(f"[{i + 1}/{len(rows_plan)}] {mode} T={t} ...", file=sys.stderr, flush=True)
+            base = run_row(mode, t, settings, Path(tmp), tree=against) if against is not None else None
             row = run_row(mode, t, settings, Path(tmp))
             if "achieved_gflops" in row:
-                mm = result["rates"]["matmul_2048_gflops"]
-                row["fraction_of_matmul"] = row["achieved_gflops"] / mm
-                row["fraction_of_conv_real_batch"] = row["achieved_gflops"] / result["rates"]["conv_real_batch_gflops"]
+                row.update(_rate_fractions(row, result["rates"]))
+                row["fraction_of_matmul"] = row["fraction_of_matmul_2048"]  # the name JSON of earlier versions used
+            if base is not None:
+                row["against"] = compare_rows(row, base)
             result["rows"].append(row)
             save()
     result["fits"] = linear_fits(result["rows"])

@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import Tensor, nn
 
-from rtp_scale.config import Config, build_config, parse_override, read_recipe
+from rtp_scale.config import EVAL_PROTOCOLS, Config, build_config, parse_override, read_recipe
 from rtp_scale.data.zca import ZCA
 from rtp_scale.errors import UserError
 
@@ -116,6 +116,15 @@ def config_for_artifact(path: str | os.PathLike, meta: dict[str, Any], *, recipe
         else:
             merged[section] = table  # build_config names the mistake
     explicit.update(parse_override(text)[:2] for text in overrides)
+    asked = [value for text in overrides for section, key, value in [parse_override(text)]
+             if (section, key) == ("eval", "protocol")]
+    protocol = asked[-1] if asked else (user_recipe.get("eval") or {}).get("protocol")
+    # a protocol asked for now replaces the recorded values of the keys it sets (keys given explicitly win);
+    # an unknown name fails in build_config below
+    for key in EVAL_PROTOCOLS.get(protocol, {}) if protocol else ():
+        if ("eval", key) not in explicit:
+            merged.get("eval", {}).pop(key, None)
+            explicit.add(("eval", key))  # reported below like a key set by hand
     cfg = build_config(merged, overrides, origin=str(recipe) if recipe else "recipe")
     overridden = []
     for section, table in recorded.items():

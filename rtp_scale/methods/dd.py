@@ -33,10 +33,10 @@ from torch.func import functional_call
 
 from rtp_scale.config import Config
 from rtp_scale.data.augment import Augmenter
-from rtp_scale.methods.rtp import push_to_memory, real_batch_loss, shard_columns
+from rtp_scale.methods.rtp import push_to_memory, real_batch_loss, shard_columns, unroll_policy
 from rtp_scale.models import init_params
 from rtp_scale.seeding import make_generator
-from rtp_scale.unroll import UnrollPolicy, unroll_meta_grad
+from rtp_scale.unroll import unroll_meta_grad
 from rtp_scale.unroll.engine import GradReducer
 
 
@@ -61,9 +61,7 @@ class DDMethod:
 
     def __init__(self, cfg: Config, net: nn.Module, augmenter: Augmenter):
         self.cfg, self.net, self.augmenter = cfg, net, augmenter
-        self.policy = UnrollPolicy(mode=cfg.unroll.mode, segment=cfg.unroll.segment, window=cfg.unroll.window,
-                                   offload=cfg.unroll.offload)
-        self.policy.validate(cfg.inner.steps)
+        self.policy = unroll_policy(cfg)
         self.steps_per_epoch = steps_per_epoch(cfg.inner.steps, cfg.dd.epochs)
 
     def state_dict(self) -> dict:

@@ -22,6 +22,7 @@ a ``reduce_grad`` callable supplied by rtp_scale.distributed.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,8 @@ from torch.func import functional_call
 from rtp_scale.config import Config
 from rtp_scale.data.augment import AugmentDraw, Augmenter
 from rtp_scale.models import init_params
-from rtp_scale.unroll import ChunkedLoss, UnrollPolicy, unroll_meta_grad
+from rtp_scale.runtime import resolve_device
+from rtp_scale.unroll import ChunkedLoss, UnrollPolicy, fast_bf16_available, unroll_meta_grad
 from rtp_scale.unroll.engine import GradReducer
 
 
@@ -109,6 +111,20 @@ def push_to_memory(memory: nn.Module, recalled: Tensor, image_grad: Tensor, *, c
     return float(regulariser.detach())
 
 
+def unroll_policy(cfg: Config) -> UnrollPolicy:
+    """The engine's policy from ``cfg.unroll``, checked against ``inner.steps``; says on stderr, in one line,
+    when ``unroll.precision=bf16`` will be slower than float32 on this run's device."""
+    u = cfg.unroll
+    policy = UnrollPolicy(mode=u.mode, segment=u.segment, window=u.window, offload=u.offload,
+                          memory_budget_mb=u.memory_budget_mb, precision=u.precision)
+    policy.validate(cfg.inner.steps)
+    if u.precision == "bf16":
+        fast, why = fast_bf16_available(resolve_device(cfg.run.device))
+        if not fast:
+            print(f"warning: unroll.precision=bf16 will be slower than fp32 here: {why}", file=sys.stderr)
+    return policy
+
+
 class RtpMethod:
     """Computes RtP meta-gradients into a memory's ``.grad`` (and returns the learned-lr gradient)."""
 
@@ -116,9 +132,7 @@ class RtpMethod:
         self.cfg = cfg
         self.net = net
         self.augmenter = augmenter
-        self.policy = UnrollPolicy(mode=cfg.unroll.mode, segment=cfg.unroll.segment, window=cfg.unroll.window,
-                                   offload=cfg.unroll.offload)
-        self.policy.validate(cfg.inner.steps)
+        self.policy = unroll_policy(cfg)
 
     def state_dict(self) -> dict:
         return {}  # RtP draws a fresh network every outer step: nothing to keep between steps

@@ -36,22 +36,40 @@ per step. ``full`` mode records one graph for all T steps and back-propagates on
 ``truncated`` mode (RaT-BPTT) runs the first ``T - W`` steps graph-free, treats ``s_{T-W}`` as
 a constant and differentiates the last ``W`` steps with the same segmented recursion.
 
+A memory budget (``policy.memory_budget_mb``, segmented mode) makes the last ``m`` steps one more
+segment whose graph is recorded in the forward pass itself: from step ``T - m`` the forward pass
+re-leafs the state (requiring grad, exactly as a recomputed segment starts) and runs with
+``create_graph=True``; the reverse pass back-propagates that tail first, with one
+``autograd.grad`` to ``(theta_{T-m}, v_{T-m}, meta, lrs)``, frees it, and recomputes the segments
+of ``[0, T - m)`` as above. The recursion is the same, so the gradient is the same. ``m`` is the
+number of steps whose graphs fit in the budget next to the outer loss's graph (see
+:meth:`UnrollPolicy.kept_steps`). Both are measured with :class:`SavedTensorMeter` at the start of every
+unroll: the forward pass's step 0 runs with its graph (its result is the forward value) and the
+outer loss's first part is evaluated once at ``theta_0`` without a backward (the measurements'
+extra work: that forward, and step 0's graph when it is not kept). ``m = T`` is ``full`` mode.
+The budget bounds autograd's saved tensors of the unroll, not the process's resident memory
+(boundary states, adjoints, parameters and the allocator's cache come on top).
+
+``policy.precision = "bf16"`` evaluates every ``inner_loss`` and ``outer_loss`` (forward pass and
+recomputations alike) under bfloat16 autocast (:mod:`.precision`); the rest stays float32.
+
 ``reduce_grad`` (e.g. a differentiable all-reduce of the inner gradient over inner-batch
 shards) is applied in the forward pass and in every recomputation, so all ranks call it the
 same number of times in the same order; its backward sums the adjoints across ranks.
 """
 from __future__ import annotations
 
-import contextlib
-import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from rtp_scale.errors import UserError
 from rtp_scale.unroll.inner import Params, sgd_momentum_step, zeros_like_params
+from rtp_scale.unroll.meter import SavedTensorMeter
 from rtp_scale.unroll.policy import UnrollPolicy
+from rtp_scale.unroll.precision import under_autocast
 
 InnerLoss = Callable[[Params, int, tuple[Tensor, ...]], Tensor]
 OuterLoss = Callable[[Params], Tensor]
@@ -109,6 +127,12 @@ class UnrollResult:
     steps_differentiated: int
     stored_states: int = 0
     """How many boundary (theta, v) states the reverse pass kept (0 in full mode)."""
+    kept_steps: int = 0
+    """Final steps whose graph the forward pass kept under a memory budget (not recomputed)."""
+    bytes_per_step: int = 0
+    """Saved-tensor bytes of one inner step's graph, as measured under a memory budget (else 0)."""
+    outer_graph_bytes: int = 0
+    """Saved-tensor bytes of the outer loss's (first part's) graph, as measured under a memory budget (else 0)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,12 +248,72 @@ def unroll_meta_grad(
                        policy=policy, reduce_grad=reduce_grad)
 
 
+def _check_budget_and_precision(policy: UnrollPolicy, params0: Params, meta: tuple[Tensor, ...],
+                                reduce_grad: GradReducer) -> None:
+    if policy.precision == "bf16" and any(x.dtype == torch.float64 for x in [*params0.values(), *meta]):
+        raise UserError("unroll precision 'bf16' would silently compute this float64 unroll's losses in bfloat16; "
+                        "use precision 'fp32' for float64")
+    if policy.memory_budget_mb > 0 and reduce_grad is not None:
+        # each shard measures its own graph and could keep another number of steps, which would pair
+        # different steps' all-reduces across shards
+        raise UserError("an unroll memory budget cannot be combined with a sharded inner batch "
+                        "(reduce_grad, dist.inner_shards > 1): every shard must recompute the same steps")
+
+
+def _with_precision(inner_loss: InnerLoss, outer_loss: OuterLoss, precision: str,
+                    device_type: str) -> tuple[InnerLoss, OuterLoss]:
+    """The losses evaluated under ``precision``'s autocast (themselves for fp32); ChunkedLoss parts stay parts."""
+    if precision == "fp32":
+        return inner_loss, outer_loss  # the very same functions: the default path is untouched
+    if isinstance(outer_loss, ChunkedLoss):
+        outer: OuterLoss = ChunkedLoss(tuple(under_autocast(p, precision, device_type) for p in outer_loss.parts))
+    else:
+        outer = under_autocast(outer_loss, precision, device_type)
+    return under_autocast(inner_loss, precision, device_type), outer
+
+
+def _outer_graph_bytes(outer_loss: OuterLoss, theta: Params) -> int:
+    """Saved-tensor bytes of the outer loss's graph at ``theta`` (its first part for a ChunkedLoss: parts are
+    differentiated one at a time, and a batch cut into equal parts and a remainder has its largest part first)."""
+    first = outer_loss.parts[0] if isinstance(outer_loss, ChunkedLoss) else outer_loss
+    with SavedTensorMeter() as meter:
+        value = first(theta)
+    del value  # forward only: the backward frees saved tensors, it never adds any
+    return meter.peak_bytes
+
+
+def _segment_vjp(end: tuple[Params, Params], start: tuple[Params, Params], names: list[str],
+                 a_theta: list[Tensor], a_v: list[Tensor] | None, wrt: list[Tensor], need_state_grad: bool,
+                 ) -> tuple[list[Tensor], list[Tensor] | None, tuple[Tensor | None, ...]]:
+    """One segment's vector-Jacobian product: the adjoint ``(a_theta, a_v)`` at its start (unchanged when
+    ``need_state_grad`` is False) and its contributions to the gradients of ``wrt``."""
+    th, vv = end
+    outputs = [th[n] for n in names]
+    grad_out = list(a_theta)
+    if a_v is not None:  # None == all zeros: v_T is left out of the first backward
+        outputs += [vv[n] for n in names]
+        grad_out += a_v
+    # an output without graph (e.g. v of a loss linear in theta and free of meta) adds nothing
+    keep = [i for i, o in enumerate(outputs) if o.requires_grad]
+    outputs, grad_out = [outputs[i] for i in keep], [grad_out[i] for i in keep]
+    inputs = ([start[0][n] for n in names] + [start[1][n] for n in names]) if need_state_grad else []
+    grads = torch.autograd.grad(outputs, inputs + wrt, grad_outputs=grad_out, allow_unused=True)
+    if not need_state_grad:
+        return a_theta, a_v, grads
+    n = len(names)
+    state_grads = [g if g is not None else torch.zeros_like(x) for g, x in zip(grads[:2 * n], inputs)]
+    return state_grads[:n], state_grads[n:], grads[2 * n:]
+
+
 def _unroll(*, inner_loss: InnerLoss, outer_loss: OuterLoss, params0: Params, meta: tuple[Tensor, ...],
             steps: int, lrs: Tensor, momentum: float, weight_decay: float, policy: UnrollPolicy,
             reduce_grad: GradReducer) -> UnrollResult:
     _check_inputs(params0, meta, steps, lrs)
     k = policy.segment_length(steps)  # validates the policy against `steps`
     n_diff = policy.differentiated_steps(steps)
+    _check_budget_and_precision(policy, params0, meta, reduce_grad)
+    device_type = next(iter(params0.values())).device.type
+    inner_loss, outer_loss = _with_precision(inner_loss, outer_loss, policy.precision, device_type)
     step = dict(inner_loss=inner_loss, momentum=momentum, weight_decay=weight_decay,
                 reduce_grad=reduce_grad)
     want_meta = [i for i, m in enumerate(meta) if m.requires_grad]
@@ -237,6 +321,7 @@ def _unroll(*, inner_loss: InnerLoss, outer_loss: OuterLoss, params0: Params, me
     lrs_const = lrs.detach()
     meta_const = tuple(m.detach() for m in meta)
     losses: list[Tensor] = []
+    measured = dict(kept_steps=0, bytes_per_step=0, outer_graph_bytes=0)
 
     def finish(flat_grads: list[Tensor | None], theta_T: Params, loss_T: Tensor, stored: int) -> UnrollResult:
         meta_grads: list[Tensor | None] = [None] * len(meta)
@@ -250,7 +335,7 @@ def _unroll(*, inner_loss: InnerLoss, outer_loss: OuterLoss, params0: Params, me
         return UnrollResult(
             outer_loss=float(loss_T), meta_grads=tuple(meta_grads), lr_grad=lr_grad,
             inner_losses=torch.stack(losses).tolist(), final_params=_leaves(theta_T, False),
-            steps_run=steps, steps_differentiated=n_diff, stored_states=stored)
+            steps_run=steps, steps_differentiated=n_diff, stored_states=stored, **measured)
 
     theta = _leaves(params0, True)
     v = zeros_like_params(params0)
@@ -264,112 +349,75 @@ def _unroll(*, inner_loss: InnerLoss, outer_loss: OuterLoss, params0: Params, me
         flat = list(torch.autograd.grad(loss_T, wrt, allow_unused=True)) if wrt else []
         return finish(flat, theta, loss_T.detach(), 0)
 
-    # ---- forward: graph-free, keep (theta, v) at segment starts inside the differentiated span
     start = steps - n_diff
-    bounds = list(range(start, steps, k))  # segment b covers [bounds[b], min(bounds[b]+k, steps))
+    first_step = None  # step 0 run with its graph, to measure it (memory budget only)
+    if policy.memory_budget_mb > 0 and wrt:
+        measured["outer_graph_bytes"] = _outer_graph_bytes(outer_loss, theta)
+        with SavedTensorMeter() as meter:
+            first_step = _inner_step(theta, v, 0, meta, lrs[0], create_graph=True, **step)
+        measured["bytes_per_step"] = meter.peak_bytes
+        measured["kept_steps"] = policy.kept_steps(steps, per_step=meter.peak_bytes,
+                                                   outer=measured["outer_graph_bytes"])
+    tail_start = steps - measured["kept_steps"]  # steps >= tail_start keep their graph from the forward pass
+
+    # ---- forward: graph-free before the tail, keep (theta, v) at segment starts inside the differentiated span
+    bounds = list(range(start, tail_start, k))  # segment b covers [bounds[b], min(bounds[b]+k, tail_start))
     bound_set = set(bounds)
     store = _StateStore(policy.offload)
+    tail_in: tuple[Params, Params] | None = None
     for t in range(steps):
-        if t in bound_set:
+        if t == tail_start:
+            # the tail starts like a recomputed segment: from leaves (the fixed init at t = 0 needs no adjoint)
+            if t > start:
+                theta, v = _leaves(theta, True), _leaves(v, True)
+            tail_in = (theta, v)
+        elif t in bound_set:
             store.put(t, theta, v)
-        theta, v, loss = _inner_step(theta, v, t, meta_const, lrs_const[t], create_graph=False, **step)
-        theta = _leaves(theta, True)
+        if first_step is not None:  # t == 0: the measured step is the forward's step 0
+            theta, v, loss = first_step
+            first_step = None
+        elif t >= tail_start:
+            theta, v, loss = _inner_step(theta, v, t, meta, lrs[t], create_graph=True, **step)
+        else:
+            theta, v, loss = _inner_step(theta, v, t, meta_const, lrs_const[t], create_graph=False, **step)
+        if t < tail_start:
+            theta, v = _leaves(theta, True), _leaves(v, False)  # no graph before the tail
         losses.append(loss)
     n_stored = len(store)
 
     # ---- adjoint at the end: a_theta = dL/dtheta_T, a_v = 0 (L does not read v_T)
-    theta_T = theta
+    tail_out = (theta, v)  # with the tail's graph when steps are kept
+    theta_T = _leaves(theta, True) if tail_in is not None else theta
+    del theta, v
     names = list(theta_T)
     loss_T, a_theta = _outer_value_and_grad(outer_loss, theta_T, names)
-    a_v: list[Tensor] | None = None  # None == all zeros: v_T is left out of the first backward
+    a_v: list[Tensor] | None = None
 
-    # ---- reverse: one segment at a time, last to first
     acc: list[Tensor | None] = [None] * len(wrt)
+
+    def accumulate(grads: tuple[Tensor | None, ...]) -> None:
+        for j, g in enumerate(grads):
+            if g is not None:
+                acc[j] = g if acc[j] is None else acc[j] + g
+
+    if tail_in is not None:  # ---- reverse, first the kept tail from its forward-pass graph
+        a_theta, a_v, grads = _segment_vjp(tail_out, tail_in, names, a_theta, a_v, wrt, tail_start > start)
+        del tail_out, tail_in  # free the tail's graph before any segment is recomputed
+        accumulate(grads)
+
+    # ---- reverse: one recomputed segment at a time, last to first
     for b in reversed(range(len(bounds)) if wrt else []):  # nothing to differentiate: no reverse pass
-        t0, t1 = bounds[b], min(bounds[b] + k, steps)
+        t0, t1 = bounds[b], min(bounds[b] + k, tail_start)
         theta_b, v_b = store.pop(t0)
         # The first segment of a full unroll starts from the fixed init (theta_0, v_0 = 0): no
         # adjoint is needed there; a truncated window's first segment also ends the recursion.
         need_state_grad = b > 0
-        th = _leaves(theta_b, True)
-        vv = _leaves(v_b, need_state_grad)
-        th_start, v_start = th, vv
+        th_start, v_start = _leaves(theta_b, True), _leaves(v_b, need_state_grad)
+        th, vv = th_start, v_start
         for t in range(t0, t1):
             th, vv, _ = _inner_step(th, vv, t, meta, lrs[t], create_graph=True, **step)
-        outputs = [th[n] for n in names]
-        grad_out = list(a_theta)
-        if a_v is not None:
-            outputs += [vv[n] for n in names]
-            grad_out += a_v
-        # an output without graph (e.g. v of a loss linear in theta and free of meta) adds nothing
-        keep = [i for i, o in enumerate(outputs) if o.requires_grad]
-        outputs, grad_out = [outputs[i] for i in keep], [grad_out[i] for i in keep]
-        inputs = ([th_start[n] for n in names] + [v_start[n] for n in names]) if need_state_grad else []
-        inputs += wrt
-        grads = torch.autograd.grad(outputs, inputs, grad_outputs=grad_out, allow_unused=True)
-        del th, vv, outputs, th_start, v_start  # free this segment's graph before the next one
-        if need_state_grad:
-            n = len(names)
-            a_theta = [g if g is not None else torch.zeros_like(theta_T[nm])
-                       for nm, g in zip(names, grads[:n])]
-            a_v = [g if g is not None else torch.zeros_like(theta_T[nm])
-                   for nm, g in zip(names, grads[n:2 * n])]
-            grads = grads[2 * n:]
-        for j, g in enumerate(grads):
-            if g is not None:
-                acc[j] = g if acc[j] is None else acc[j] + g
+        a_theta, a_v, grads = _segment_vjp((th, vv), (th_start, v_start), names, a_theta, a_v, wrt,
+                                           need_state_grad)
+        del th, vv, th_start, v_start  # free this segment's graph before the next one
+        accumulate(grads)
     return finish(acc, theta_T, loss_T.detach(), n_stored)
-
-
-# --------------------------------------------------------------------------------------------
-# memory sanity meter (CPU-friendly): peak bytes held by autograd's saved tensors
-
-
-class SavedTensorMeter:
-    """Context manager measuring the peak bytes of tensors saved for backward while active.
-
-    Works on any device (it hooks ``torch.autograd.graph.saved_tensors_hooks``): every saved
-    tensor is wrapped in a small holder whose lifetime is the graph's, so ``peak_bytes`` is the
-    largest amount of graph memory alive at once. Tensors saved several times are counted each
-    time (an upper bound on real memory; the ratio between policies is what matters)::
-
-        with SavedTensorMeter() as meter:
-            unroll_meta_grad(...)
-        meter.peak_bytes
-    """
-
-    def __init__(self) -> None:
-        self.live_bytes = 0
-        self.peak_bytes = 0
-        self._ctx: contextlib.AbstractContextManager | None = None
-
-    def _release(self, nbytes: int) -> None:
-        self.live_bytes -= nbytes
-
-    def _pack(self, x: Tensor) -> object:
-        holder = _Held(x)
-        nbytes = x.numel() * x.element_size()
-        self.live_bytes += nbytes
-        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
-        weakref.finalize(holder, self._release, nbytes)
-        return holder
-
-    @staticmethod
-    def _unpack(holder: object) -> Tensor:
-        return holder.tensor  # type: ignore[attr-defined]
-
-    def __enter__(self) -> "SavedTensorMeter":
-        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._ctx is not None
-        self._ctx.__exit__(*exc)
-
-
-class _Held:
-    __slots__ = ("tensor", "__weakref__")
-
-    def __init__(self, tensor: Tensor) -> None:
-        self.tensor = tensor
