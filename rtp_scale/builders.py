@@ -6,7 +6,7 @@ from torch import nn
 
 from rtp_scale.config import Config
 from rtp_scale.data import SplitDataset
-from rtp_scale.data.sampler import random_subset_per_class
+from rtp_scale.data.sampler import ClassBalancedSampler, random_subset_per_class
 from rtp_scale.data.sources import MemorySource, RealSource
 from rtp_scale.memory import AddressableMemory, addressable_images_per_class, build_memory
 from rtp_scale.memory.init import PCA_IMAGES_PER_CLASS, principal_bases
@@ -65,7 +65,9 @@ def _project_real_images(memory: AddressableMemory, source: RealSource, generato
         with torch.no_grad():
             memory.bases.copy_(principal_bases(images, num_bases=memory.num_bases, downsample=memory.downsample))
     r = memory.images_per_class
-    slots = source.take(random_subset_per_class(labels, info.num_classes, r, generator))[0].cpu()
+    # r distinct images per class where the class has them (the same draw as random_subset_per_class), with
+    # repeats in a class smaller than r: a tiny dataset still gets a memory, with some slots starting alike
+    slots = source.take(ClassBalancedSampler(labels, info.num_classes, r).sample(generator))[0].cpu()
     memory.fit_rows(list(range(info.num_classes)), slots.reshape(info.num_classes, r, *info.image_shape))
 
 

@@ -168,8 +168,10 @@ class MemoryConfig:
     """K, the number of shared bases."""
     downsample: int = 2
     """Bases are stored at 1/downsample resolution and upsampled when recalled."""
-    init: str = "real"
-    """'real' (bases from K random real images, one-hot addressing: slots start as copies of those K images),
+    init: str = "auto"
+    """'auto' (the default): 'pca' for addressable memories, 'real' for pixel memories (resolved when the config is
+    built, so config.json and results.json record which). 'real' (bases from K random real images, one-hot
+    addressing: slots start as copies of those K images),
     'real_project' (the same bases, every slot the least-squares projection of its own real image), 'pca'
     (bases = the training mean + K-1 principal components, every slot projected from its own real image; see
     rtp_scale/memory/init.py) or 'noise'. Pixel memories: 'real' or 'noise'."""
@@ -183,6 +185,8 @@ class MemoryConfig:
 
     def __post_init__(self) -> None:
         _choice("memory", "kind", self.kind, ("addressable", "pixel"))
+        if self.init == "auto":  # chosen on the validation split for addressable memories (README, Results)
+            self.init = "pca" if self.kind == "addressable" else "real"
         if not 0.0 <= self.query_mix <= 1.0:
             raise UserError(f"memory.query_mix={self.query_mix!r} must be in [0, 1]")
         _positive("memory", "ipc", self.ipc)
@@ -201,7 +205,7 @@ class MemoryConfig:
 class InnerConfig:
     """The inner optimisation unrolled in every outer step."""
 
-    steps: int = 20
+    steps: int = 60
     """T, inner SGD steps per unroll (RtP: 100-200)."""
     lr: float = 0.01
     """Inner learning rate (initial value when learned)."""
@@ -209,7 +213,7 @@ class InnerConfig:
     """Inner SGD momentum."""
     weight_decay: float = 0.0
     """Inner SGD weight decay."""
-    batch_per_class: int = 10
+    batch_per_class: int = 5
     """Synthetic images per class in each inner step's minibatch (RtP: 10 plain, 32 with addressing)."""
     learn_lr: bool = False
     """Learn one learning rate per inner step (as in the original Dataset Distillation)."""
@@ -245,7 +249,8 @@ class UnrollConfig:
     refused (see rtp_scale.unroll.policy)."""
     precision: str = "fp32"
     """'fp32' or 'bf16': the inner and outer losses under bfloat16 autocast, with the state, the update and the
-    gradients in float32. Faster only where bfloat16 is native (CUDA tensor cores, CPU AMX/AVX512-BF16)."""
+    gradients in float32. Faster only where bfloat16 is native (CUDA tensor cores, CPU AMX/AVX512-BF16);
+    experimental: its meta-gradient drifts from float32's on long unrolls (rtp_scale/unroll/precision.py)."""
 
     def __post_init__(self) -> None:
         _choice("unroll", "mode", self.mode, ("full", "segmented", "truncated"))
@@ -268,7 +273,7 @@ class MetaConfig:
     May change on resume to extend a run, under the constant schedule (see rtp_scale.run_identity)."""
     optimizer: str = "adam"
     """'sgd' (RtP: lr 0.1, momentum 0.5), 'adam' or 'lamb' (FRePo: lr 3e-4 with cosine decay)."""
-    lr: float = 0.01
+    lr: float = 0.001
     """Outer learning rate. May change on resume (with grad_clip and lr_lr): after a divergence, lower it and rerun
     the same command; the change is named on resume and in results.json."""
     momentum: float = 0.5

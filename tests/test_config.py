@@ -36,7 +36,7 @@ def test_recipe_then_overrides_with_type_coercion(tmp_path):
     (["memory.kind=bananas"], "memory.kind='bananas' is not allowed"),
     (["unroll.mode=magic"], "unroll.mode='magic' is not allowed"),
     (["data.augment=flip_blur"], "unknown augmentation op 'blur'"),
-    (["unroll.segment=21"], "unroll.segment=21 is larger than inner.steps=20"),
+    (["unroll.segment=61"], "unroll.segment=61 is larger than inner.steps=60"),
     (["unroll.mode=truncated"], "unroll.window must be > 0"),
     (["unroll.mode=truncated", "unroll.window=500"], "unroll.window=500 is larger than inner.steps"),
     (["unroll.window=5"], "only used with unroll.mode=truncated"),
@@ -115,3 +115,12 @@ def test_eval_protocol_asked_for_an_artifact_replaces_its_recorded_evaluation():
     assert {key for key, _, _ in overridden} >= {"eval.num_nets", "eval.batch_size", "eval.protocol"}
     same, overridden, _ = config_for_artifact("a.safetensors", meta, recipe=None, overrides=[])
     assert (same.eval.num_nets, same.eval.batch_size) == (2, 100) and overridden == []
+
+
+def test_memory_init_auto_is_pca_for_memories_and_real_for_pixels_and_is_recorded_resolved(tmp_path):
+    assert build_config(None, []).memory.init == "pca"
+    assert build_config(None, ["memory.kind=pixel"]).memory.init == "real"
+    assert build_config(None, ["memory.init=real"]).memory.init == "real"
+    cfg = build_config(None, ["memory.init=auto"])
+    cfg.save(tmp_path / "config.json")
+    assert json.loads((tmp_path / "config.json").read_text())["memory"]["init"] == "pca"

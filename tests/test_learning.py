@@ -16,8 +16,9 @@ from rtp_scale.runtime import prepare_data
 from rtp_scale.seeding import make_generator
 from tests.conftest import TINY
 
+# from the weak 'real' start (copies of K images), where learning shows most clearly
 LEARNS = [*TINY, "data.val_per_class=30", "data.eval_split=val", "model.width=16", "memory.ipc=2",
-          "memory.num_bases=10", "inner.steps=20", "inner.lr=0.05", "meta.steps=30", "meta.lr=0.03", "eval.num_nets=3",
+          "memory.num_bases=10", "memory.init=real", "inner.batch_per_class=10", "inner.steps=20", "inner.lr=0.05", "meta.steps=30", "meta.lr=0.03", "eval.num_nets=3",
           "eval.epochs=60", "log.image_every=0", "log.tensorboard=false", "checkpoint.every=0"]
 
 

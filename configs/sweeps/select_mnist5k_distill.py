@@ -4,12 +4,14 @@ Every member starts from the PCA memory (16 bases at 14x14, 29 slots per class, 
 real image; ``memory.init=pca``) and distills it with long unrolls and a low outer lr, the direction that the
 short-horizon bias of T=20 suggests (see README, "Choosing the default recipe"). The variants trade unroll
 length against inner batch and outer steps at roughly equal CPU time. Scored on the validation split (the last
-50 training images per class); the winner becomes the default job if it fits the default job's 10 minutes.
+50 training images per class); the best of the members that fit the default job's 10 minutes became the
+default job (T60_b5_60steps).
 
     python -m launch.sweep configs/sweeps/select_mnist5k_distill.py --cluster slurm --wait   # or --cluster local
     python -m launch.collect runs/sweeps/select_mnist5k_distill
 
-Hardware: a 2-core CPU, one member at a time, 10-25 minutes each (evaluation included).
+Hardware: a 2-core CPU, one member at a time, 10-15 minutes each on a quiet machine (evaluation included; the
+chosen member took 48 minutes on a loaded one). README, "Choosing the default recipe", has the members run so far.
 """
 NAME = "select_mnist5k_distill"
 DESCRIPTION = "mnist5k IPC 1, PCA start: unroll length x inner batch x outer steps, validation split"

@@ -9,7 +9,8 @@ networks per member for the screen; the chosen start is then distilled by ``sele
     python -m launch.sweep configs/sweeps/select_mnist5k_init.py --cluster slurm --wait   # or --cluster local
     python -m launch.collect runs/sweeps/select_mnist5k_init
 
-Hardware: a 2-core CPU, one member at a time, 2-4 minutes each (evaluation only).
+Hardware: a 2-core CPU, one member at a time, evaluation only: about 5 minutes per member on a quiet machine (the
+45-slot member took 24 minutes on a loaded one). README, "Choosing the default recipe", has the members run so far.
 """
 NAME = "select_mnist5k_init"
 DESCRIPTION = "mnist5k IPC 1, no distillation: PCA start over (bases K, downsample ds), validation split"

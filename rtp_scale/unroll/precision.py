@@ -9,8 +9,10 @@ not accumulate in the state over a long unroll.
 
 A bf16 meta-gradient is not the exact one: besides the losses' own rounding, a graph-free step and
 the same step recomputed with its graph use different backward kernels, whose bf16 roundings differ,
-so a recomputed segment starts from a boundary state of a slightly different trajectory. Its direction
-stays that of the float32 one (cosine >= 0.99, checked in tests on a ConvNet unroll).
+so a recomputed segment starts from a boundary state of a slightly different trajectory. On a short unroll
+the direction stays that of the float32 one (cosine >= 0.99 on a ConvNet-16 at T=10, checked in tests); it
+degrades with length and width (0.877 measured on ConvNet-128 at T=50 by ``python -m rtp_scale.bench unroll
+--precision bf16``), so bf16 is opt-in and experimental.
 
 bfloat16 is only faster where the hardware computes it natively (tensor cores on CUDA, AMX or
 AVX512-BF16 on x86 CPUs); elsewhere it is emulated and slower than float32:
