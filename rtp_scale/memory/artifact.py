@@ -115,9 +115,9 @@ def config_for_artifact(path: str | os.PathLike, meta: dict[str, Any], *, recipe
             explicit.update((section, key) for key in table)
         else:
             merged[section] = table  # build_config names the mistake
-    explicit.update(parse_override(text)[:2] for text in overrides)
-    asked = [value for text in overrides for section, key, value in [parse_override(text)]
-             if (section, key) == ("eval", "protocol")]
+    parsed = [parse_override(text) for text in overrides]
+    explicit.update((section, key) for section, key, _ in parsed)
+    asked = [value for section, key, value in parsed if (section, key) == ("eval", "protocol")]
     protocol = asked[-1] if asked else (user_recipe.get("eval") or {}).get("protocol")
     # a protocol asked for now replaces the recorded values of the keys it sets (keys given explicitly win);
     # an unknown name fails in build_config below
