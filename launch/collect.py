@@ -8,7 +8,9 @@ job's process for ``--cluster local``), and writes next to the manifest:
   storage actually used (IPC-equivalent), wall time, then one row per member with its status, then the
   failed members with their error;
 - ``summary.csv`` (one row per group) and ``members.csv`` (one row per member);
-- with ``--plot``: ``accuracy_vs_budget.png``.
+- with ``--plot``: ``accuracy_vs_budget.png``, and for members that logged CPU time (every run does) their
+  evaluations against distillation CPU seconds: ``curves.csv`` and ``accuracy_vs_cpu_seconds.png`` (with
+  ``eval.every`` a member draws a curve, otherwise one point: its final accuracy).
 
 Only members with a ``results.json`` count as results; a failed, running or missing member is listed with
 its status (and error) but never averaged in. Member states: ``completed``, ``failed`` (the run raised;
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import shutil
 import subprocess
@@ -390,15 +393,19 @@ def _csv_text(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_accuracy_vs_budget(groups: list[Group], path: Path, *, split_label: str = "test") -> Path:
-    """Accuracy (mean ± std over seeds) against the storage budget, one line per (dataset, method, variant)."""
+def _pyplot():
     try:
         import matplotlib
     except ImportError:
         raise UserError("--plot needs matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def plot_accuracy_vs_budget(groups: list[Group], path: Path, *, split_label: str = "test") -> Path:
+    """Accuracy (mean ± std over seeds) against the storage budget, one line per (dataset, method, variant)."""
+    plt = _pyplot()
     lines: dict[str, list[tuple[float, float, float]]] = {}
     for g in groups:
         mean, std = g.accuracy
@@ -424,6 +431,75 @@ def plot_accuracy_vs_budget(groups: list[Group], path: Path, *, split_label: str
     return path
 
 
+# ---------------------------------------------------------------------------------------------- curves
+@dataclass
+class CurvePoint:
+    step: int
+    cpu_seconds: float  # the distillation's process CPU seconds up to this step (evaluations not counted)
+    wall_seconds: float
+    acc_mean: float
+    acc_std: float
+
+
+def distillation_curve(run_dir: str | Path) -> list[CurvePoint]:
+    """Accuracy against distillation cost, read from a run's ``metrics.jsonl``: one point per evaluation
+    (``eval.every`` and the final one), at the summed ``sys/cpu_time`` / ``sys/step_time`` of the steps before it.
+
+    A resumed run logs some steps twice; the last row of a step wins. Runs older than ``sys/cpu_time`` have no
+    CPU seconds: they give no curve."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    steps: dict[int, dict[str, float]] = {}
+    evals: dict[int, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill mid-write
+            continue
+        if "sys/cpu_time" in row:
+            steps[int(row["step"])] = row
+        elif "eval/acc_mean" in row:
+            evals[int(row["step"])] = row
+    points = []
+    for step in sorted(evals):
+        if any(s not in steps for s in range(1, step + 1)):
+            continue  # the steps before this evaluation were not all logged: its cost is unknown
+        cpu = sum(steps[s]["sys/cpu_time"] for s in range(1, step + 1))
+        wall = sum(steps[s]["sys/step_time"] for s in range(1, step + 1))
+        points.append(CurvePoint(step, cpu, wall, evals[step]["eval/acc_mean"], evals[step].get("eval/acc_std", 0.0)))
+    return points
+
+
+def curve_rows(sweep_dir: str | Path, statuses: list[MemberStatus]) -> list[dict[str, Any]]:
+    return [{"member": s.name, "variant": s.variant, "seed": s.seed, "split": s.eval_split, "step": p.step,
+             "cpu_seconds": f"{p.cpu_seconds:.1f}", "wall_seconds": f"{p.wall_seconds:.1f}",
+             "acc_mean": f"{p.acc_mean:.4f}", "acc_std": f"{p.acc_std:.4f}"}
+            for s in statuses if s.state == "completed" for p in distillation_curve(Path(sweep_dir) / s.name)]
+
+
+def plot_accuracy_vs_cpu_seconds(rows: list[dict[str, Any]], path: Path, *, split_label: str = "test") -> Path:
+    """One line per member: its evaluations during and after distillation against the CPU seconds spent."""
+    plt = _pyplot()
+    lines: dict[str, list[tuple[float, float, float]]] = {}
+    for r in rows:
+        label = (r["variant"] or r["member"]) + (f" s{r['seed']}" if len({x["seed"] for x in rows}) > 1 else "")
+        lines.setdefault(label, []).append((float(r["cpu_seconds"]), float(r["acc_mean"]), float(r["acc_std"])))
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for label, points in sorted(lines.items()):
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                    capsize=3, label=label)
+    ax.set_xlabel("distillation CPU seconds (all threads of the process; evaluations not counted)")
+    ax.set_ylabel(f"{split_label} accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    if lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def collect(sweep_dir: str | Path, *, out_dir: str | Path | None = None, plot: bool = False) -> dict[str, Any]:
     """Write summary.md / summary.csv / members.csv (and the plot); return the statuses and paths."""
     sweep_dir = Path(sweep_dir)
@@ -440,6 +516,11 @@ def collect(sweep_dir: str | Path, *, out_dir: str | Path | None = None, plot: b
     if plot:
         paths["plot"] = plot_accuracy_vs_budget(groups, out / "accuracy_vs_budget.png",
                                                  split_label=accuracy_label(statuses))
+        if curves := curve_rows(sweep_dir, statuses):
+            paths["curves_csv"] = out / "curves.csv"
+            paths["curves_csv"].write_text(_csv_text(curves))
+            paths["curves_plot"] = plot_accuracy_vs_cpu_seconds(curves, out / "accuracy_vs_cpu_seconds.png",
+                                                                split_label=accuracy_label(statuses))
     return {"statuses": statuses, "groups": groups, "markdown": markdown, "paths": paths,
             "counts": _counts(statuses)}
 
@@ -449,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", help="the sweep directory (holds sweep.json)")
     parser.add_argument("--out", metavar="DIR", help="write the tables here instead of into the sweep directory")
-    parser.add_argument("--plot", action="store_true", help="also write accuracy_vs_budget.png (needs matplotlib)")
+    parser.add_argument("--plot", action="store_true", help="also write accuracy_vs_budget.png and the "
+                        "accuracy-vs-CPU-seconds curves (curves.csv, accuracy_vs_cpu_seconds.png; needs matplotlib)")
     parser.add_argument("--check", action="store_true", help="exit 1 unless every member completed")
     args = parser.parse_args(argv)
     report = collect(args.sweep_dir, out_dir=args.out, plot=args.plot)

@@ -196,7 +196,7 @@ def run(cfg: Config) -> dict:
     due = start_step if cfg.checkpoint.every and not on_disk else None
     try:
         for step in range(start_step, cfg.meta.steps):
-            tick = time.perf_counter()
+            tick, cpu_tick = time.perf_counter(), time.process_time()
             optimizer.zero_grad(set_to_none=False)
             step_metrics, lr_grad = reduced_meta_gradient(cfg, ctx, method, memory, params, source.sample, step=step,
                                                           lrs=lrs, learn_lrs=lr_optimizer is not None)
@@ -225,7 +225,11 @@ def run(cfg: Config) -> dict:
                 method.end_step(memory, done=step + 1)
             done = step + 1
             step_metrics.update({"meta/grad_norm": grad_norm, "meta/lr": outer_lr(cfg, step),
-                                 "sys/step_time": time.perf_counter() - tick, "sys/peak_mem": _peak_memory_mb(device)})
+                                 "sys/step_time": time.perf_counter() - tick,
+                                 # CPU seconds of this process (all its threads): the ablations' x axis, which
+                                 # other jobs on a shared machine inflate far less than the wall time
+                                 "sys/cpu_time": time.process_time() - cpu_tick,
+                                 "sys/peak_mem": _peak_memory_mb(device)})
             if lr_optimizer is not None:
                 step_metrics["inner/lr_mean"] = float(lrs.detach().mean())
             logged = done % cfg.log.every == 0 or done == cfg.meta.steps

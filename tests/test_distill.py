@@ -55,7 +55,7 @@ def test_tensorboard_events_contain_meta_loss(tmp_path):
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     tags = acc.Tags()
-    assert {"meta/loss", "meta/grad_norm", "inner/loss_first", "inner/loss_last", "sys/step_time",
+    assert {"meta/loss", "meta/grad_norm", "inner/loss_first", "inner/loss_last", "sys/step_time", "sys/cpu_time",
             "sys/peak_mem", "eval/acc_mean"} <= set(tags["scalars"])
     losses = acc.Scalars("meta/loss")
     assert [e.step for e in losses] == [1, 2, 3, 4]

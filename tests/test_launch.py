@@ -81,6 +81,20 @@ def test_shipped_method_comparison_validates(tmp_path):
     assert frepo["data"]["zca"] is True  # everything else comes from the shared per-budget recipe
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs/sweeps").glob("*.py")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_expands_into_valid_configs(tmp_path, path):
+    members = sweep_mod.expand(sweep_mod.load_sweep(path), tmp_path / path.stem)
+    assert members and len({m["name"] for m in members}) == len(members)
+
+
+def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
+    members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/ablation_unroll_mnist5k.py"), tmp_path)
+    cells = {(m["config"]["inner"]["steps"], m["config"]["inner"]["momentum"]) for m in members}
+    assert cells == {(t, mom) for t in (10, 20, 50, 100) for mom in (0.0, 0.9)}
+    assert {m["config"]["inner"]["steps"] * m["config"]["meta"]["steps"] for m in members} == {1200}
+    assert {m["config"]["data"]["eval_split"] for m in members} == {"val"}
+
+
 def test_variant_axis_names_members_and_keeps_other_keys(tmp_path):
     recipe = sweep_mod.load_sweep(tiny_recipe(
         tmp_path, grid='{"variant": {"mem": [], "pix": ["memory.kind=pixel"]}, "memory.ipc": [1, 2]}', seeds="[0]"))
@@ -256,6 +270,45 @@ def test_collect_names_the_validation_split_of_a_selection_sweep(tmp_path):
     assert "Validation accuracy in %" in md and "| validation acc. (%) |" in md and "test acc" not in md.lower()
     assert "| s0 | completed | digits | rtp | 1 | 0 | val | 88.00 |" in md
     assert [r["split"] for r in csv.DictReader((sweep / "members.csv").open())] == ["val", "val"]
+
+
+def test_curves_put_each_evaluation_at_the_cpu_seconds_of_the_steps_before_it(tmp_path):
+    """A resumed member logs steps 3-4 twice (the last row wins); a member with a step missing before an
+    evaluation gives no point for it (its cost is unknown)."""
+    sweep = tmp_path / "abl"
+    members = [_fake_member(sweep, "T10", 1, 0, acc=80.0), _fake_member(sweep, "T20", 1, 0, acc=85.0)]
+    def step(n, cpu, wall=1.0):
+        return {"step": n, "meta/loss": 1.0, "sys/step_time": wall, "sys/cpu_time": cpu}
+    def ev(n, acc):
+        return {"step": n, "eval/acc_mean": acc, "eval/acc_std": 1.0}
+    t10 = [step(1, 2.0), step(2, 2.0), ev(2, 70.0), step(3, 9.0), step(3, 2.5), step(4, 2.5), ev(4, 80.0)]
+    t20 = [step(1, 4.0), ev(1, 75.0), step(3, 4.0), ev(3, 85.0)]  # step 2 never logged
+    for name, rows in (("T10", t10), ("T20", t20)):
+        (sweep / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "me')
+    (sweep / "sweep.json").write_text(json.dumps({"name": "abl", "cluster": "debug", "members": members}))
+
+    proc = run_module("launch.collect", str(sweep), "--plot")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((sweep / "curves.csv").open()))
+    assert [(r["member"], r["step"], r["cpu_seconds"], r["wall_seconds"], r["acc_mean"]) for r in rows] == [
+        ("T10", "2", "4.0", "2.0", "70.0000"), ("T10", "4", "9.0", "4.0", "80.0000"), ("T20", "1", "4.0", "1.0", "75.0000")]
+    assert (sweep / "accuracy_vs_cpu_seconds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_real_run_logs_the_cpu_seconds_its_curve_is_drawn_on(tmp_path):
+    from rtp_scale.config import build_config
+    from rtp_scale.distill import run
+
+    out = tmp_path / "run"
+    run(build_config(None, [*TINY, "eval.every=2", f"run.out_dir={out}"]))
+    points = collect_mod.distillation_curve(out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    cpu = [r["sys/cpu_time"] for r in rows if "meta/loss" in r]
+    assert len(cpu) == 4 and all(c > 0 for c in cpu)
+    assert [p.step for p in points] == [2, 4]  # the eval.every evaluation and the final one
+    assert [p.cpu_seconds for p in points] == pytest.approx([sum(cpu[:2]), sum(cpu)])
+    final = json.loads((out / "results.json").read_text())["accuracy"]["mean"]
+    assert points[-1].acc_mean == pytest.approx(final)
 
 
 # ---------------------------------------------------------------------------------------------- running sweeps

@@ -2,7 +2,7 @@
 as a bar on a terminal and as sparse plain lines in a log file (:mod:`rtp_scale.logging.progress`).
 
 Scalar names are stable (``meta/loss``, ``meta/grad_norm``, ``inner/loss_first``, ``inner/loss_last``,
-``eval/acc_mean``, ``sys/step_time``, ``sys/peak_mem``) with the outer step as x-axis.
+``eval/acc_mean``, ``sys/step_time``, ``sys/cpu_time``, ``sys/peak_mem``) with the outer step as x-axis.
 """
 from rtp_scale.logging.progress import PlainProgress, open_progress
 from rtp_scale.logging.writer import MetricWriter, NullWriter, TensorBoardWriter, open_writer
