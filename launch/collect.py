@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -294,7 +295,12 @@ def group_members(statuses: list[MemberStatus]) -> list[Group]:
     for s in statuses:
         key = (s.dataset, s.method, s.budget, s.variant)
         groups.setdefault(key, Group(*key, members=[])).members.append(s)
-    return sorted(groups.values(), key=lambda g: (g.dataset, g.method, g.variant, g.budget))
+    return sorted(groups.values(), key=lambda g: (g.dataset, g.method, _natural(g.variant), g.budget))
+
+
+def _natural(text: str) -> list:
+    """Sort key that orders numbers inside labels by value: T10 < T20 < T100."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:

@@ -176,7 +176,10 @@ class MemoryConfig:
     (bases = the training mean + K-1 principal components, every slot projected from its own real image; see
     rtp_scale/memory/init.py) or 'noise'. Pixel memories: 'real' or 'noise'."""
     coeff_l2: float = 1e-4
-    """L2 regulariser on the addressing coefficients (RtP reference: 1e-4)."""
+    """Weight of ``mean(a**2)`` over the addressing coefficients a, added to the meta-loss (RtP reference: 1e-4).
+    Being a mean, each coefficient's gradient is ``2 * coeff_l2 * a / a.numel()``: at 1e-4 and the default's
+    4,640 coefficients that is ~4e-8 * a against meta-gradient norms of ~0.2, so at this weight the knob is
+    effectively off (the reference adds the same term to its inner loss, where it never reaches the gradient)."""
     learn_labels: bool = False
     """Learn a soft label per synthetic image (FRePo; pixel memories only). Learned labels count as storage."""
     query_mix: float = 0.0

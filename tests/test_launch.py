@@ -295,6 +295,16 @@ def test_curves_put_each_evaluation_at_the_cpu_seconds_of_the_steps_before_it(tm
     assert (sweep / "accuracy_vs_cpu_seconds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_collect_orders_numbered_variants_by_value(tmp_path):
+    sweep = tmp_path / "abl"
+    members = [_fake_member(sweep, name, 1, 0, acc=80.0) for name in ("T100", "T20", "T10")]
+    for m in members:
+        m["grid"]["variant"] = m["name"]
+    (sweep / "sweep.json").write_text(json.dumps({"name": "abl", "cluster": "debug", "members": members}))
+    md = run_module("launch.collect", str(sweep)).stdout
+    assert md.index("| T10 |") < md.index("| T20 |") < md.index("| T100 |")
+
+
 def test_a_real_run_logs_the_cpu_seconds_its_curve_is_drawn_on(tmp_path):
     from rtp_scale.config import build_config
     from rtp_scale.distill import run
