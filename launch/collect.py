@@ -492,7 +492,7 @@ def plot_accuracy_vs_cpu_seconds(rows: list[dict[str, Any]], path: Path, *, spli
         label = (r["variant"] or r["member"]) + (f" s{r['seed']}" if len({x["seed"] for x in rows}) > 1 else "")
         lines.setdefault(label, []).append((float(r["cpu_seconds"]), float(r["acc_mean"]), float(r["acc_std"])))
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for label, points in sorted(lines.items()):
+    for label, points in sorted(lines.items(), key=lambda item: _natural(item[0])):
         ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                     capsize=3, label=label)
     ax.set_xlabel("distillation CPU seconds (all threads of the process; evaluations not counted)")

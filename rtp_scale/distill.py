@@ -244,8 +244,14 @@ def run(cfg: Config) -> dict:
                     x, _ = memory.class_images()
                 writer.images("memory/recalled", x[:: max(1, len(x) // 100)], done, nrow=info.num_classes)
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.meta.steps and ctx.is_main:
+                # announced before and after: minutes of evaluation would otherwise be a silent gap in a log
+                bar.write(f"evaluating at outer step {done}/{cfg.meta.steps} on the {cfg.data.eval_split} split "
+                          f"({cfg.eval.num_nets} nets)", file=sys.stderr)
+                eval_started = time.perf_counter()
                 result = _evaluate(memory, source.eval_tensors("test"), cfg, info, progress=False, desc="eval")
                 writer.scalars({"eval/acc_mean": result.mean, "eval/acc_std": result.std}, done)
+                bar.write(f"outer step {done}: {cfg.data.eval_split} accuracy {result} "
+                          f"({time.perf_counter() - eval_started:.0f} s)", file=sys.stderr)
             if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:
                 due = done  # written at the next step, once the meta-gradient FROM this state is known finite
             stop.after_step(done, checkpoint)

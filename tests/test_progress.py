@@ -110,7 +110,7 @@ def test_distill_log_to_a_file_is_plain_lines(tiny_overrides, tmp_path):
     log_path = tmp_path / "job.err"
     with open(log_path, "wb") as log:  # bytes: text mode would turn a '\r' into a newline and hide it
         proc = subprocess.run([sys.executable, "-m", "rtp_scale.distill", "--set", *overrides, "log.progress=true",
-                               "meta.steps=6", "eval.epochs=20"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+                               "meta.steps=6", "eval.epochs=20", "eval.every=3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
                               env={**os.environ, "PYTHONPATH": str(ROOT), "RTP_PROGRESS_INTERVAL": "30"}, timeout=300)
     raw = log_path.read_bytes()
     assert proc.returncode == 0, raw[-2000:].decode()
@@ -122,3 +122,6 @@ def test_distill_log_to_a_file_is_plain_lines(tiny_overrides, tmp_path):
     assert [line.split(" | ")[0] for line in distill] == ["distill 1/6 (17%)", "distill 6/6 (100%)"]
     assert re.search(r"\| loss=\d+\.\d{3} inner=\d+\.\d{3} \|", distill[-1])
     assert [line.split(" | ")[0] for line in final] == ["final eval 1/20 (5%)", "final eval 20/20 (100%)"]
+    # an evaluation during distillation says when it starts and what it found, not minutes of silence
+    announced = lines.index("evaluating at outer step 3/6 on the test split (1 nets)")
+    assert re.fullmatch(r"outer step 3: test accuracy \d+\.\d\d ± 0\.00 % over 1 nets \(\d+ s\)", lines[announced + 1])

@@ -8,7 +8,7 @@ seconds (plus the first and the last update)::
     distill 120/400 (30%) | loss=0.412 inner=0.198 | 2.05 step/s | elapsed 0:58 | ETA 2:16
 
 The interval defaults to 30 s; ``RTP_PROGRESS_INTERVAL=<seconds>`` in the environment changes it (e.g. in a
-Slurm batch script). Both kinds share tqdm's ``update`` / ``set_postfix`` / ``close``; call ``set_postfix``
+Slurm batch script). Both kinds share tqdm's ``update`` / ``set_postfix`` / ``write`` / ``close``; call ``set_postfix``
 before ``update`` so that a plain line carries the values of the step it reports.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Progress(Protocol):
 
     def update(self, n: int = 1) -> Any: ...
     def set_postfix(self, **values: Any) -> Any: ...
+    def write(self, text: str, file: TextIO | None = None) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -99,6 +100,13 @@ class PlainProgress:
         now = self.clock()
         if self._last_line_at is None or now - self._last_line_at >= self.interval_s or self.n >= self.total:
             self._write(now)
+
+    def write(self, text: str, file: TextIO | None = None) -> None:
+        """A message line between the progress lines (tqdm's ``write`` on a terminal); ``file`` is ignored: the
+        line goes where the progress goes. Nothing when progress is off."""
+        if self.enabled:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
         if self._closed:
