@@ -397,7 +397,8 @@ class EvalConfig:
     augment: str = "same"
     """Augmentation during evaluation training: 'same' as data.augment, 'none', or an op list."""
     every: int = 0
-    """Evaluate during distillation every this many outer steps (0 = only at the end)."""
+    """Evaluate the starting memory and then every this many outer steps during distillation (0 = only at the
+    end). The start's accuracy goes into results.json (``start_accuracy``) and the final line says the gain."""
     scores: bool = False
     """Also score the final evaluation against random real images of the same storage (rtp_scale.eval.scores;
     2-4x the evaluation time, so off here; python -m rtp_scale.evaluate scores unless --no-scores)."""

@@ -82,6 +82,21 @@ def _insane(learned: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _logged_start_accuracy(out: Path) -> dict | None:
+    """A resumed run's starting-memory evaluation (``eval.every``), as its first process logged it."""
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step") == 0 and "eval/acc_mean" in row:
+            return {"mean": row["eval/acc_mean"], "std": row.get("eval/acc_std", 0.0)}
+    return None
+
+
 def _evaluate(memory, test: tuple[torch.Tensor, torch.Tensor], cfg: Config, info, *, progress: bool, desc: str):
     x, targets = memory_training_set(memory)  # the same set python -m rtp_scale.evaluate trains on
     return evaluate_synthetic(x, targets, test_x=test[0], test_y=test[1],
@@ -194,6 +209,23 @@ def run(cfg: Config) -> dict:
     # during step k, after its meta-gradient (the state a run starts from is saved the same way; a resumed one
     # is on disk already); the last state is saved after the loop, checked for finite, sane values
     due = start_step if cfg.checkpoint.every and not on_disk else None
+
+    def evaluate_during(done: int):
+        """``eval.every``: evaluate the memory as it is after ``done`` outer steps (0: the starting memory)."""
+        # announced before and after: minutes of evaluation would otherwise be a silent gap in a log
+        bar.write(f"evaluating at outer step {done}/{cfg.meta.steps} on the {cfg.data.eval_split} split "
+                  f"({cfg.eval.num_nets} nets)", file=sys.stderr)
+        eval_started = time.perf_counter()
+        result = _evaluate(memory, source.eval_tensors("test"), cfg, info, progress=False, desc="eval")
+        writer.scalars({"eval/acc_mean": result.mean, "eval/acc_std": result.std}, done)
+        bar.write(f"outer step {done}: {cfg.data.eval_split} accuracy {result} "
+                  f"({time.perf_counter() - eval_started:.0f} s)", file=sys.stderr)
+        return result
+
+    # the starting memory's accuracy: every distilled row can then say what the distillation itself added
+    start_result = None
+    if cfg.eval.every and ctx.is_main and cfg.meta.steps > 0:
+        start_result = evaluate_during(0).as_dict() if start_step == 0 else _logged_start_accuracy(out)
     try:
         for step in range(start_step, cfg.meta.steps):
             tick, cpu_tick = time.perf_counter(), time.process_time()
@@ -244,14 +276,7 @@ def run(cfg: Config) -> dict:
                     x, _ = memory.class_images()
                 writer.images("memory/recalled", x[:: max(1, len(x) // 100)], done, nrow=info.num_classes)
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.meta.steps and ctx.is_main:
-                # announced before and after: minutes of evaluation would otherwise be a silent gap in a log
-                bar.write(f"evaluating at outer step {done}/{cfg.meta.steps} on the {cfg.data.eval_split} split "
-                          f"({cfg.eval.num_nets} nets)", file=sys.stderr)
-                eval_started = time.perf_counter()
-                result = _evaluate(memory, source.eval_tensors("test"), cfg, info, progress=False, desc="eval")
-                writer.scalars({"eval/acc_mean": result.mean, "eval/acc_std": result.std}, done)
-                bar.write(f"outer step {done}: {cfg.data.eval_split} accuracy {result} "
-                          f"({time.perf_counter() - eval_started:.0f} s)", file=sys.stderr)
+                evaluate_during(done)
             if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:
                 due = done  # written at the next step, once the meta-gradient FROM this state is known finite
             stop.after_step(done, checkpoint)
@@ -274,6 +299,7 @@ def run(cfg: Config) -> dict:
             results = {"recipe": vars(cfg.recipe), "dataset": cfg.data.name, "method": cfg.method.name,
                        "eval_split": cfg.data.eval_split,
                        "memory": memory.meta, "storage": storage, "accuracy": result.as_dict(), "scores": scores,
+                       "start_accuracy": start_result,
                        "final_meta_loss": history[-1]["meta/loss"] if history else None,
                        "distill_seconds": distill_seconds, "total_seconds": time.perf_counter() - started,
                        "processes": ctx.world_size, "replica_divergence": replica_divergence,
@@ -281,8 +307,9 @@ def run(cfg: Config) -> dict:
             tmp = out / "results.json.tmp"
             tmp.write_text(json.dumps(results, indent=2) + "\n")
             tmp.replace(out / "results.json")
-            print(f"{cfg.data.name} {cfg.method.name} ipc={cfg.memory.ipc:g}: {cfg.data.eval_split} accuracy {result} "
-                  f"| storage {storage['ipc_equivalent']:.3f} IPC | distill {distill_seconds:.0f} s | {out}")
+            gain = "" if start_result is None else f" ({result.mean - start_result['mean']:+.2f} over the start)"
+            print(f"{cfg.data.name} {cfg.method.name} ipc={cfg.memory.ipc:g}: {cfg.data.eval_split} accuracy "
+                  f"{result}{gain} | storage {storage['ipc_equivalent']:.3f} IPC | distill {distill_seconds:.0f} s | {out}")
         # no barrier: the other ranks return now instead of waiting out rank 0's evaluation in a collective
         # (which a long evaluation would time out); their launcher waits for rank 0's exit status
         return results

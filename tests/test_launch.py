@@ -315,10 +315,16 @@ def test_a_real_run_logs_the_cpu_seconds_its_curve_is_drawn_on(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     cpu = [r["sys/cpu_time"] for r in rows if "meta/loss" in r]
     assert len(cpu) == 4 and all(c > 0 for c in cpu)
-    assert [p.step for p in points] == [2, 4]  # the eval.every evaluation and the final one
-    assert [p.cpu_seconds for p in points] == pytest.approx([sum(cpu[:2]), sum(cpu)])
-    final = json.loads((out / "results.json").read_text())["accuracy"]["mean"]
-    assert points[-1].acc_mean == pytest.approx(final)
+    assert [p.step for p in points] == [0, 2, 4]  # the starting memory, the eval.every evaluation, the final one
+    assert [p.cpu_seconds for p in points] == pytest.approx([0.0, sum(cpu[:2]), sum(cpu)])
+    results = json.loads((out / "results.json").read_text())
+    assert points[-1].acc_mean == pytest.approx(results["accuracy"]["mean"])
+    assert points[0].acc_mean == pytest.approx(results["start_accuracy"]["mean"])
+    # resumed for 2 more steps: the start is not evaluated again, its logged accuracy is reported
+    run(build_config(None, [*TINY, "eval.every=2", "meta.steps=6", f"run.out_dir={out}"]))
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["start_accuracy"]["mean"] == results["start_accuracy"]["mean"]
+    assert [p.step for p in collect_mod.distillation_curve(out)] == [0, 2, 4, 6]
 
 
 # ---------------------------------------------------------------------------------------------- running sweeps

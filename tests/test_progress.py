@@ -123,5 +123,6 @@ def test_distill_log_to_a_file_is_plain_lines(tiny_overrides, tmp_path):
     assert re.search(r"\| loss=\d+\.\d{3} inner=\d+\.\d{3} \|", distill[-1])
     assert [line.split(" | ")[0] for line in final] == ["final eval 1/20 (5%)", "final eval 20/20 (100%)"]
     # an evaluation during distillation says when it starts and what it found, not minutes of silence
+    assert "evaluating at outer step 0/6 on the test split (1 nets)" in lines  # the starting memory
     announced = lines.index("evaluating at outer step 3/6 on the test split (1 nets)")
     assert re.fullmatch(r"outer step 3: test accuracy \d+\.\d\d ± 0\.00 % over 1 nets \(\d+ s\)", lines[announced + 1])
