@@ -16,10 +16,10 @@ Hardware: a 2-core CPU, one member at a time; evaluating 1,020 images for 300 ep
 NAME = "select_mnist5k_ipc10"
 DESCRIPTION = "mnist5k IPC 10: real vs PCA start, without and with distillation, validation split"
 BASE = "configs/mnist5k_rtp_ipc10.toml"
-GRID = {"variant": {
-    "recipe": [],
+GRID = {"variant": {  # the evaluation-only members first: their numbers come soonest
     "real_no_distill": ["memory.init=real", "meta.steps=0"],
     "pca_no_distill": ["memory.init=pca", "meta.steps=0"],
+    "recipe": [],
     "pca_T60_b5_30steps": ["memory.init=pca", "inner.steps=60", "inner.batch_per_class=5", "meta.lr=0.001",
                            "meta.steps=30"],
 }}
