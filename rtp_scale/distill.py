@@ -222,11 +222,11 @@ def run(cfg: Config) -> dict:
                   f"({time.perf_counter() - eval_started:.0f} s)", file=sys.stderr)
         return result
 
-    # the starting memory's accuracy: every distilled row can then say what the distillation itself added
     start_result = None
-    if cfg.eval.every and ctx.is_main and cfg.meta.steps > 0:
-        start_result = evaluate_during(0).as_dict() if start_step == 0 else _logged_start_accuracy(out)
     try:
+        # the starting memory's accuracy: every distilled row can then say what the distillation itself added
+        if cfg.eval.every and ctx.is_main and cfg.meta.steps > 0:
+            start_result = evaluate_during(0).as_dict() if start_step == 0 else _logged_start_accuracy(out)
         for step in range(start_step, cfg.meta.steps):
             tick, cpu_tick = time.perf_counter(), time.process_time()
             optimizer.zero_grad(set_to_none=False)
