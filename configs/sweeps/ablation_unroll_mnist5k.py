@@ -3,15 +3,17 @@
 Every member distills the default job's memory (PCA start, 16 bases at 14x14, 29 slots per class; Adam 1e-3) for
 the same 1,200 inner steps in all: T=10 for 120 outer steps, T=20 for 60, T=50 for 24, T=100 for 12, each with
 inner SGD momentum 0 and 0.9 at the same inner lr (0.01). Each member is evaluated on the validation split
-(the last 50 training images per class, never distilled on) half way and at the end, with 3 fresh networks
-under the default protocol; ``launch.collect --plot`` draws those evaluations against the distillation's
-CPU seconds (``accuracy_vs_cpu_seconds.png``, ``curves.csv``).
+(the last 50 training images per class, never distilled on) at the start, half way and at the end
+(``eval.every``), with 3 fresh networks under the default protocol; ``launch.collect --plot`` draws those
+evaluations against the distillation's CPU seconds (``accuracy_vs_cpu_seconds.png``, ``curves.csv``).
 
-    python -m launch.sweep configs/sweeps/ablation_unroll_mnist5k.py --cluster slurm --wait   # or --cluster local
+    OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/ablation_unroll_mnist5k.py --cluster local --cpus 1 \
+        --array-parallelism 2 --wait                                                      # or --cluster slurm
     python -m launch.collect runs/sweeps/ablation_unroll_mnist5k --plot
 
-Hardware: a 2-core CPU, one member at a time, 4-8 minutes each (evaluations included). README, "Ablation:
-unroll length and momentum", has the table and the plot.
+Hardware: a 2-core CPU, two members side by side on one thread each: 17-30 minutes per member, of which the
+distillation is 5-8 (the three evaluations of 3 networks x 300 epochs are the rest). README, "Ablation: unroll
+length and inner momentum at equal compute", has the table and the plot.
 """
 INNER_STEPS_IN_ALL = 1200
 
