@@ -411,26 +411,33 @@ def _pyplot():
 
 def plot_accuracy_vs_budget(groups: list[Group], path: Path, *, split_label: str = "test") -> Path:
     """Accuracy (mean ± std over seeds) against the storage budget, one line per (dataset, method, variant)."""
-    plt = _pyplot()
     lines: dict[str, list[tuple[float, float, float]]] = {}
     for g in groups:
         mean, std = g.accuracy
         if mean is not None:
             label = f"{g.dataset} {g.method}" + (f" {g.variant}" if g.variant else "")
             lines.setdefault(label, []).append((g.budget, mean, std))
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for label, points in sorted(lines.items()):
-        points.sort()
+    budgets = sorted({g.budget for g in groups})
+    return _draw_lines(lines, path, xlabel="storage budget (images per class)", ylabel=f"{split_label} accuracy (%)",
+                       log_x=bool(budgets) and budgets[-1] / max(budgets[0], 1e-9) >= 10)
+
+
+def _draw_lines(lines: dict[str, list[tuple[float, float, float]]], path: Path, *, xlabel: str, ylabel: str,
+                log_x: bool = False) -> Path:
+    """One error-bar line per label ((x, mean, std) points, drawn in x order; labels in natural order)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for label, points in sorted(lines.items(), key=lambda item: _natural(item[0])):
+        points = sorted(points)
         ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                     capsize=3, label=label)
-    budgets = sorted({g.budget for g in groups})
-    if budgets and budgets[-1] / max(budgets[0], 1e-9) >= 10:
+    if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("storage budget (images per class)")
-    ax.set_ylabel(f"{split_label} accuracy (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     if lines:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -486,24 +493,12 @@ def curve_rows(sweep_dir: str | Path, statuses: list[MemberStatus]) -> list[dict
 
 def plot_accuracy_vs_cpu_seconds(rows: list[dict[str, Any]], path: Path, *, split_label: str = "test") -> Path:
     """One line per member: its evaluations during and after distillation against the CPU seconds spent."""
-    plt = _pyplot()
     lines: dict[str, list[tuple[float, float, float]]] = {}
     for r in rows:
         label = (r["variant"] or r["member"]) + (f" s{r['seed']}" if len({x["seed"] for x in rows}) > 1 else "")
         lines.setdefault(label, []).append((float(r["cpu_seconds"]), float(r["acc_mean"]), float(r["acc_std"])))
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for label, points in sorted(lines.items(), key=lambda item: _natural(item[0])):
-        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
-                    capsize=3, label=label)
-    ax.set_xlabel("distillation CPU seconds (all threads of the process; evaluations not counted)")
-    ax.set_ylabel(f"{split_label} accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    if lines:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _draw_lines(lines, path, xlabel="distillation CPU seconds (all threads of the process; evaluations not "
+                       "counted)", ylabel=f"{split_label} accuracy (%)")
 
 
 def collect(sweep_dir: str | Path, *, out_dir: str | Path | None = None, plot: bool = False) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -147,6 +148,9 @@ class DistillTask:
             if rank == 0:
                 self._end_attempt("interrupted")
             raise
+        finally:  # the job's process ends after this call: a gloo group left alive can abort its exit
+            if (distributed := sys.modules.get("rtp_scale.distributed")) is not None:  # a run started ranks
+                distributed.release_process_group()
         if rank == 0:
             self._end_attempt("completed")
         accuracy = results.get("accuracy", {})

@@ -38,7 +38,7 @@ from rtp_scale.cli import config_from_args, config_parser
 from rtp_scale.config import Config
 from rtp_scale.data.augment import Augmenter
 from rtp_scale.data.sources import RealSource, make_real_source
-from rtp_scale.distributed import RankContext, prepare_outer_optimizer, setup_ranks
+from rtp_scale.distributed import RankContext, prepare_outer_optimizer, release_process_group, setup_ranks
 from rtp_scale.errors import UserError, run_cli
 from rtp_scale.eval import build_net, evaluate_synthetic
 from rtp_scale.eval.protocol import memory_training_set
@@ -309,7 +309,8 @@ def run(cfg: Config) -> dict:
             tmp.replace(out / "results.json")
             gain = "" if start_result is None else f" ({result.mean - start_result['mean']:+.2f} over the start)"
             print(f"{cfg.data.name} {cfg.method.name} ipc={cfg.memory.ipc:g}: {cfg.data.eval_split} accuracy "
-                  f"{result}{gain} | storage {storage['ipc_equivalent']:.3f} IPC | distill {distill_seconds:.0f} s | {out}")
+                  f"{result}{gain} | storage {storage['ipc_equivalent']:.3f} IPC | distill {distill_seconds:.0f} s "
+                  f"| {out}")
         # no barrier: the other ranks return now instead of waiting out rank 0's evaluation in a collective
         # (which a long evaluation would time out); their launcher waits for rank 0's exit status
         return results
@@ -336,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         raise UserError(f"the disk under {cfg.run.out_dir} is full ({err.strerror}); checkpoint.pt, when there is "
                         f"one, holds the last good state — free space and rerun the same command") from None
+    finally:
+        release_process_group()  # this process ends here: a gloo group left alive can abort its exit
     return 0
 
 

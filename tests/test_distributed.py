@@ -174,6 +174,22 @@ def test_two_by_two_grid_equals_one_process(tmp_path):
     _check_case(ranks, "grid_f64", 1e-13)
 
 
+def test_release_destroys_the_started_group_and_is_a_no_op_without_one(tmp_path):
+    """Every process entry point (distill's main, a sweep task) releases its group before exiting."""
+    script = (
+        "import torch.distributed as dist\n"
+        "from rtp_scale.distributed import release_process_group\n"
+        "release_process_group()\n"  # none started: nothing to do
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
+        "assert dist.is_initialized()\n"
+        "release_process_group()\n"
+        "assert not dist.is_initialized()\n"
+        "print('released')\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "released", proc.stderr[-2000:]
+
+
 # ---------------------------------------------------------------------------------------------- whole runs
 @pytest.fixture(scope="module")
 def plain_runs(tmp_path_factory):

@@ -11,7 +11,7 @@ evaluations against the distillation's CPU seconds (``accuracy_vs_cpu_seconds.pn
         --array-parallelism 2 --wait                                                      # or --cluster slurm
     python -m launch.collect runs/sweeps/ablation_unroll_mnist5k --plot
 
-Hardware: a 2-core CPU, two members side by side on one thread each: 17-30 minutes per member, of which the
+Hardware: a 2-core CPU, two members side by side on one thread each: 17-25 minutes per member, of which the
 distillation is 5-8 (the three evaluations of 3 networks x 300 epochs are the rest). README, "Ablation: unroll
 length and inner momentum at equal compute", has the table and the plot.
 """

@@ -5,7 +5,7 @@
   meta-gradient all-reduce, broadcast / agreement / replication checks.
 - :mod:`rtp_scale.distributed.zero`: the outer optimiser sharded with DeepSpeed ZeRO-1/2 through Accelerate.
 """
-from rtp_scale.distributed.context import RankContext, setup_ranks
+from rtp_scale.distributed.context import RankContext, release_process_group, setup_ranks
 from rtp_scale.distributed.zero import prepare_outer_optimizer
 
 __all__ = ["RankContext", "prepare_outer_optimizer", "setup_ranks"]

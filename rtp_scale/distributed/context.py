@@ -231,6 +231,15 @@ def check_grid(world: int, inner_shards: int, meta_batch: int) -> int:
     return replicas
 
 
+def release_process_group() -> None:
+    """Destroy the default process group, if one was started: every process entry point calls this before it
+    exits. A gloo process that exits with its group alive can abort at interpreter teardown ("terminate called
+    without an active exception", SIGABRT: its worker threads still hold tensors), failing a run that finished
+    -- seen on a rank that returned while rank 0 was still evaluating (pytorch/pytorch#190489)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def setup_ranks(cfg: Config, device: torch.device) -> RankContext:
     """Start (or join) the process group through Accelerate and build this rank's place in the grid.
 
