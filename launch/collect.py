@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import re
 import shutil
@@ -460,16 +459,11 @@ def distillation_curve(run_dir: str | Path) -> list[CurvePoint]:
 
     A resumed run logs some steps twice; the last row of a step wins. Runs older than ``sys/cpu_time`` have no
     CPU seconds: they give no curve."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
+    from rtp_scale.logging.writer import read_metrics  # lazy: only --plot reads the runs' metrics (imports torch)
+
     steps: dict[int, dict[str, float]] = {}
     evals: dict[int, dict[str, float]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill mid-write
-            continue
+    for row in read_metrics(run_dir):
         if "sys/cpu_time" in row:
             steps[int(row["step"])] = row
         elif "eval/acc_mean" in row:

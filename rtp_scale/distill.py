@@ -43,7 +43,7 @@ from rtp_scale.errors import UserError, run_cli
 from rtp_scale.eval import build_net, evaluate_synthetic
 from rtp_scale.eval.protocol import memory_training_set
 from rtp_scale.eval.scores import score_distilled
-from rtp_scale.logging import open_writer
+from rtp_scale.logging import open_writer, read_metrics
 from rtp_scale.logging.progress import open_progress
 from rtp_scale.memory.artifact import evaluation_settings, save_artifact
 from rtp_scale.memory.diagnostics import recall_diversity
@@ -84,14 +84,7 @@ def _insane(learned: dict[str, torch.Tensor]) -> str | None:
 
 def _logged_start_accuracy(out: Path) -> dict | None:
     """A resumed run's starting-memory evaluation (``eval.every``), as its first process logged it."""
-    path = out / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for row in read_metrics(out):
         if row.get("step") == 0 and "eval/acc_mean" in row:
             return {"mean": row["eval/acc_mean"], "std": row.get("eval/acc_std", 0.0)}
     return None

@@ -8,4 +8,4 @@
 from rtp_scale.distributed.context import RankContext, release_process_group, setup_ranks
 from rtp_scale.distributed.zero import prepare_outer_optimizer
 
-__all__ = ["RankContext", "prepare_outer_optimizer", "setup_ranks"]
+__all__ = ["RankContext", "prepare_outer_optimizer", "release_process_group", "setup_ranks"]

@@ -8,8 +8,8 @@ seconds (plus the first and the last update)::
     distill 120/400 (30%) | loss=0.412 inner=0.198 | 2.05 step/s | elapsed 0:58 | ETA 2:16
 
 The interval defaults to 30 s; ``RTP_PROGRESS_INTERVAL=<seconds>`` in the environment changes it (e.g. in a
-Slurm batch script). Both kinds share tqdm's ``update`` / ``set_postfix`` / ``write`` / ``close``; call ``set_postfix``
-before ``update`` so that a plain line carries the values of the step it reports.
+Slurm batch script). Both kinds share tqdm's ``update`` / ``set_postfix`` / ``write`` / ``close``; call
+``set_postfix`` before ``update`` so that a plain line carries the values of the step it reports.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import torch
 
+METRICS_FILE = "metrics.jsonl"
 
 class MetricWriter(Protocol):
     def scalars(self, values: dict[str, float], step: int) -> None: ...
@@ -71,4 +72,19 @@ def open_writer(out_dir: str | Path, *, enabled: bool, is_main: bool, purge_step
     if not (enabled and is_main):
         return NullWriter()
     out_dir = Path(out_dir)
-    return TensorBoardWriter(out_dir / "tb", out_dir / "metrics.jsonl", purge_step=purge_step)
+    return TensorBoardWriter(out_dir / "tb", out_dir / METRICS_FILE, purge_step=purge_step)
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` in the order written (none when it has none); a line cut by a kill
+    mid-write is skipped."""
+    path = Path(out_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
