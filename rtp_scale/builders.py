@@ -8,7 +8,7 @@ from rtp_scale.config import Config
 from rtp_scale.data import SplitDataset
 from rtp_scale.data.sampler import ClassBalancedSampler, random_subset_per_class
 from rtp_scale.data.sources import MemorySource, RealSource
-from rtp_scale.memory import AddressableMemory, addressable_images_per_class, build_memory
+from rtp_scale.memory import AddressableMemory, addressable_images_per_class, build_memory, pixel_images_per_class
 from rtp_scale.memory.init import PCA_IMAGES_PER_CLASS, principal_bases
 from rtp_scale.optim import Lamb, cosine_lr
 from rtp_scale.seeding import make_generator
@@ -27,14 +27,14 @@ def build_run_memory(cfg: Config, source: RealSource | SplitDataset) -> nn.Modul
     mem = cfg.memory
     generator = make_generator(cfg.run.seed, "memory-init")
     if mem.kind == "pixel":
-        ipc = int(mem.ipc)
+        ipc = pixel_images_per_class(ipc=mem.ipc, image_shape=info.image_shape, downsample=mem.pixel_downsample)
         init = None
         if mem.init == "real":
             idx = random_subset_per_class(labels, info.num_classes, ipc, generator)
             init = source.take(idx)[0].cpu()
         memory = build_memory("pixel", num_classes=info.num_classes, image_shape=info.image_shape,
                               images_per_class=ipc, generator=generator, init_images_NCHW=init,
-                              learn_labels=mem.learn_labels)
+                              learn_labels=mem.learn_labels, downsample=mem.pixel_downsample)
     else:
         r = addressable_images_per_class(ipc=mem.ipc, num_classes=info.num_classes,
                                          pixels_per_image=info.pixels_per_image, num_bases=mem.num_bases,

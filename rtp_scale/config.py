@@ -167,7 +167,11 @@ class MemoryConfig:
     num_bases: int = 16
     """K, the number of shared bases."""
     downsample: int = 2
-    """Bases are stored at 1/downsample resolution and upsampled when recalled."""
+    """Addressable memories: bases are stored at 1/downsample resolution and upsampled when recalled."""
+    pixel_downsample: int = 1
+    """Pixel memories: images are stored at 1/pixel_downsample resolution and upsampled when recalled, so a
+    memory holds floor(ipc * pixel_downsample**2) images per class and fits every class below 1 IPC (a key of its
+    own: configs written before it record downsample=2 for pixel runs, which stored full-resolution images)."""
     init: str = "auto"
     """'auto' (the default): 'pca' for addressable memories, 'real' for pixel memories (resolved when the config is
     built, so config.json and results.json record which). 'real' (bases from K random real images, one-hot
@@ -195,13 +199,15 @@ class MemoryConfig:
         _positive("memory", "ipc", self.ipc)
         _positive("memory", "num_bases", self.num_bases)
         _positive("memory", "downsample", self.downsample)
+        _positive("memory", "pixel_downsample", self.pixel_downsample)
         _choice("memory", "init", self.init, ("real", "real_project", "pca", "noise"))
         if self.kind == "pixel" and self.init not in ("real", "noise"):
             raise UserError(f"memory.init={self.init} is for addressable memories; pixel memories start 'real' "
                             f"or 'noise'")
         _positive("memory", "coeff_l2", self.coeff_l2, allow_zero=True)
-        if self.kind == "pixel" and self.ipc != int(self.ipc):
-            raise UserError(f"memory.ipc={self.ipc} must be a whole number of images for memory.kind=pixel")
+        if self.kind == "pixel" and self.pixel_downsample == 1 and self.ipc != int(self.ipc):
+            raise UserError(f"memory.ipc={self.ipc} must be a whole number of images for memory.kind=pixel at full "
+                            f"resolution; set memory.pixel_downsample > 1 to store smaller images")
 
 
 @dataclass(kw_only=True)

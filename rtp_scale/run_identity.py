@@ -24,7 +24,8 @@ resumed run names each one that changed (old -> new) on stderr, in every later c
   preprocessing stay in the identity).
 
 Keys a run does not use are not compared (``frepo.*`` unless method.name=frepo, ``dd.*`` unless dd,
-``data.zca_reg`` without ZCA, ``meta.momentum`` unless SGD, ``meta.lr_floor`` without the cosine schedule).
+``data.zca_reg`` without ZCA, ``meta.momentum`` unless SGD, ``meta.lr_floor`` without the cosine schedule,
+``memory.pixel_downsample`` unless memory.kind=pixel).
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ _USED_ONLY_WHEN: dict[str, Callable[[Config], bool]] = {
     "data.zca_reg": lambda cfg: cfg.data.zca,
     "meta.momentum": lambda cfg: cfg.meta.optimizer == "sgd",
     "meta.lr_floor": lambda cfg: cfg.meta.schedule == "cosine",
+    "memory.pixel_downsample": lambda cfg: cfg.memory.kind == "pixel",
 }
 
 

@@ -124,3 +124,11 @@ def test_memory_init_auto_is_pca_for_memories_and_real_for_pixels_and_is_recorde
     cfg = build_config(None, ["memory.init=auto"])
     cfg.save(tmp_path / "config.json")
     assert json.loads((tmp_path / "config.json").read_text())["memory"]["init"] == "pca"
+
+
+def test_pixel_downsample_is_its_own_key_and_allows_fractional_budgets():
+    # memory.downsample (addressable) does not touch pixel runs: old pixel configs record downsample=2
+    assert build_config(None, ["memory.kind=pixel", "memory.downsample=2"]).memory.pixel_downsample == 1
+    assert build_config(None, ["memory.kind=pixel", "memory.ipc=0.5", "memory.pixel_downsample=2"]).memory.ipc == 0.5
+    with pytest.raises(UserError, match="whole number of images"):
+        build_config(None, ["memory.kind=pixel", "memory.ipc=0.5", "memory.downsample=2"])

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from rtp_scale.config import build_config
 from rtp_scale.distill import run
 from rtp_scale.errors import UserError
+from rtp_scale.memory.artifact import load_artifact
 from tests.conftest import ROOT, TINY, run_module
 
 
@@ -117,3 +118,13 @@ def test_bad_input_is_one_line_without_traceback(args, needle):
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_downsampled_pixel_memory_distills_below_one_image_per_class(tmp_path):
+    """memory.pixel_downsample=2 at 0.5 IPC on 8x8 digits: 2 images per class stored at 4x4, every class held."""
+    out = tmp_path / "px"
+    result = run(build_config(None, [*TINY, "memory.kind=pixel", "memory.ipc=0.5", "memory.pixel_downsample=2",
+                                     "meta.steps=2", f"run.out_dir={out}"]))
+    assert result["storage"]["floats"] == 10 * 2 * 16 and result["storage"]["ipc_equivalent"] == 0.5
+    memory, meta = load_artifact(out / "memory.safetensors")
+    assert list(memory.images.shape) == [10, 2, 1, 4, 4] and meta["memory_meta"]["downsample"] == 2

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rtp_scale.errors import UserError
-from rtp_scale.memory import AddressableMemory, PixelMemory, addressable_images_per_class, build_memory
+from rtp_scale.memory import (AddressableMemory, PixelMemory, addressable_images_per_class, build_memory,
+                              pixel_images_per_class)
 from rtp_scale.memory.artifact import load_artifact, save_artifact
 
 
@@ -146,6 +147,43 @@ def test_pixel_memory_interface():
     assert learned.labels.requires_grad and learned.storage().floats == 6 * 64 + 6 * 3
 
 
+def test_downsampled_pixel_memory_stores_pooled_images_and_recalls_them_upsampled():
+    real = torch.randn(6, 1, 8, 8, generator=_gen())
+    mem = PixelMemory(num_classes=3, image_shape=(1, 8, 8), images_per_class=2, init_images_NCHW=real, downsample=2)
+    assert list(mem.images.shape) == [3, 2, 1, 4, 4] and mem.meta["downsample"] == 2
+    pooled = torch.nn.functional.avg_pool2d(real, 2)
+    assert torch.equal(mem.images.detach().reshape(6, 1, 4, 4), pooled)
+    x, y = mem.class_images()
+    expected = torch.nn.functional.interpolate(pooled, size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(x.detach(), expected) and y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert torch.allclose(mem.recall(torch.eye(3)).reshape(6, 1, 8, 8).detach(), expected)
+    # a quarter of the floats per image: 6 images of 16 floats, 0.5 images per class of storage
+    assert mem.storage().floats == 6 * 16 and mem.storage().ipc_equivalent == 0.5
+    x.square().sum().backward()
+    assert mem.images.grad is not None and mem.images.grad.abs().sum() > 0
+    with pytest.raises(UserError, match="larger than the image"):
+        PixelMemory(num_classes=3, image_shape=(1, 8, 8), images_per_class=1, downsample=9)
+
+
+def test_pixel_images_per_class_fits_the_budget():
+    mnist = (1, 28, 28)
+    assert pixel_images_per_class(ipc=10, image_shape=mnist, downsample=1) == 10
+    assert pixel_images_per_class(ipc=0.5, image_shape=mnist, downsample=2) == 2  # 14x14: 4 per full image
+    assert pixel_images_per_class(ipc=0.2, image_shape=mnist, downsample=4) == 3  # 7x7: 16 per full image
+    with pytest.raises(UserError, match="whole number"):
+        pixel_images_per_class(ipc=0.5, image_shape=mnist, downsample=1)
+    with pytest.raises(UserError, match="less than one image per class"):
+        pixel_images_per_class(ipc=0.2, image_shape=mnist, downsample=2)
+    for ipc in (0.2, 0.5, 1, 3):  # the most images that fit: r fit, r + 1 do not
+        for ds in (2, 3, 4):
+            stored = 3 * (32 // ds) ** 2
+            try:
+                r = pixel_images_per_class(ipc=ipc, image_shape=(3, 32, 32), downsample=ds)
+            except UserError:
+                r = 0
+            assert r * stored <= ipc * 3 * 32 * 32 < (r + 1) * stored
+
+
 def test_build_memory_factory():
     assert isinstance(build_memory("pixel", num_classes=2, image_shape=(1, 4, 4), images_per_class=1), PixelMemory)
     with pytest.raises(UserError, match="addressable, pixel"):
@@ -168,7 +206,12 @@ def _trained_pixel() -> PixelMemory:
     return mem
 
 
-@pytest.mark.parametrize("make", [_addr, _trained_pixel], ids=["addressable", "pixel"])
+def _downsampled_pixel() -> PixelMemory:
+    return PixelMemory(num_classes=4, image_shape=(3, 8, 8), images_per_class=3, generator=_gen(5), downsample=2)
+
+
+@pytest.mark.parametrize("make", [_addr, _trained_pixel, _downsampled_pixel],
+                         ids=["addressable", "pixel", "downsampled-pixel"])
 def test_artifact_roundtrip_bitwise(tmp_path, make):
     mem = make()
     path = tmp_path / "out" / "distilled.safetensors"

@@ -7,7 +7,7 @@ from torch import nn
 
 from rtp_scale.errors import UserError
 from rtp_scale.memory.addressable import AddressableMemory
-from rtp_scale.memory.budget import StorageReport, addressable_images_per_class
+from rtp_scale.memory.budget import StorageReport, addressable_images_per_class, pixel_images_per_class
 from rtp_scale.memory.pixel import PixelMemory
 
 MEMORY_KINDS: dict[str, type[nn.Module]] = {"addressable": AddressableMemory, "pixel": PixelMemory}
@@ -29,4 +29,4 @@ def build_memory(kind: str, **kwargs: object) -> nn.Module:
 
 
 __all__ = ["AddressableMemory", "PixelMemory", "StorageReport", "MEMORY_KINDS", "addressable_images_per_class",
-           "build_memory"]
+           "build_memory", "pixel_images_per_class"]

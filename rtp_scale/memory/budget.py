@@ -2,7 +2,8 @@
 
 An addressable memory stores K bases of ``D/ds^2`` floats plus ``C*r*K`` addressing coefficients, so for a
 budget of ``ipc`` images per class the number of addressed images per class is
-``r = floor((ipc*C*D - K*D/ds^2) / (C*K))``.
+``r = floor((ipc*C*D - K*D/ds^2) / (C*K))``. A pixel memory stores each image at ``1/ds^2`` of its floats,
+so it holds ``floor(ipc * ds^2)`` images per class (:func:`pixel_images_per_class`).
 """
 from __future__ import annotations
 
@@ -38,6 +39,29 @@ def addressable_images_per_class(*, ipc: float, num_classes: int, pixels_per_ima
         need = float(K * base_size / (C * D))
         raise UserError(f"budget of ipc={ipc} is too small for K={K} bases at downsample {ds}; "
                         f"the bases alone need {need:.3g} images per class")
+    return r
+
+
+def pixel_images_per_class(*, ipc: float, image_shape: tuple[int, int, int], downsample: int) -> int:
+    """The most images per class a pixel memory stored at 1/``downsample`` resolution fits in ``ipc``.
+
+    At full resolution (``downsample`` 1) ``ipc`` must be whole: a pixel set has no fraction of an image.
+    """
+    if not ipc > 0 or not math.isfinite(ipc):
+        raise UserError(f"ipc must be a positive number, got {ipc!r}")
+    channels, height, width = (int(s) for s in image_shape)
+    ds = int(downsample)
+    if ds == 1:
+        if ipc != int(ipc):
+            raise UserError(f"memory.ipc={ipc} must be a whole number of images for memory.kind=pixel at full "
+                            f"resolution; set memory.pixel_downsample > 1 to store smaller images")
+        return int(ipc)
+    stored = channels * (height // ds) * (width // ds)
+    r = math.floor(_exact(ipc) * channels * height * width / stored)
+    if r < 1:
+        raise UserError(f"memory.ipc={ipc} holds less than one image per class at memory.pixel_downsample={ds} "
+                        f"(each stored image is {stored / (channels * height * width):.3g} images of storage); raise "
+                        f"memory.ipc or memory.pixel_downsample")
     return r
 
 
