@@ -257,9 +257,11 @@ class UnrollConfig:
     recomputed, up to the whole unroll (= full mode). Same exact gradient; a budget too small for one segment is
     refused (see rtp_scale.unroll.policy)."""
     precision: str = "fp32"
-    """'fp32' or 'bf16': the inner and outer losses under bfloat16 autocast, with the state, the update and the
-    gradients in float32. Faster only where bfloat16 is native (CUDA tensor cores, CPU AMX/AVX512-BF16);
-    experimental: its meta-gradient drifts from float32's on long unrolls (rtp_scale/unroll/precision.py)."""
+    """'fp32'; 'bf16': the inner and outer losses under bfloat16 autocast, with the state, the update and the
+    gradients in float32; 'bf16_reverse' (segmented/truncated modes): the forward pass in float32 (the trajectory
+    is float32's) and only the reverse pass's recomputed segments and the outer loss in bfloat16. Faster only where
+    bfloat16 is native (CUDA tensor cores, CPU AMX/AVX512-BF16). Both are approximations: 'bf16' drifts from
+    float32's meta-gradient on long unrolls, 'bf16_reverse' far less (rtp_scale/unroll/precision.py)."""
 
     def __post_init__(self) -> None:
         _choice("unroll", "mode", self.mode, ("full", "segmented", "truncated"))
@@ -267,10 +269,13 @@ class UnrollConfig:
         _positive("unroll", "window", self.window, allow_zero=True)
         _positive("unroll", "outer_chunk", self.outer_chunk, allow_zero=True)
         _positive("unroll", "memory_budget_mb", self.memory_budget_mb, allow_zero=True)
-        _choice("unroll", "precision", self.precision, ("fp32", "bf16"))
+        _choice("unroll", "precision", self.precision, ("fp32", "bf16", "bf16_reverse"))
         if self.memory_budget_mb > 0 and self.mode != "segmented":
             raise UserError(f"unroll.memory_budget_mb needs unroll.mode=segmented (mode is {self.mode!r}); "
                             f"set unroll.memory_budget_mb=0")
+        if self.precision == "bf16_reverse" and self.mode == "full":
+            raise UserError("unroll.precision=bf16_reverse needs unroll.mode=segmented or truncated (full mode "
+                            "recomputes nothing); use unroll.precision=bf16 with full mode")
 
 
 @dataclass(kw_only=True)

@@ -5,7 +5,8 @@ and a bfloat16 unroll (losses under autocast, state and gradients in float32).
   whether it keeps no step, some, or all of them;
 - the saved tensors of an unroll under a budget never exceed it, and keeping one step more would;
 - an impossible budget, a budget outside segmented mode, a float64 bf16 unroll: one-line UserErrors;
-- bf16 changes the meta-gradient (autocast is on) but keeps its direction (cosine >= 0.99), fp32 changes nothing.
+- bf16 changes the meta-gradient (autocast is on) but keeps its direction (cosine >= 0.99), fp32 changes nothing;
+- bf16_reverse keeps the float32 trajectory bit for bit and autocasts exactly the recomputations and outer loss.
 """
 from __future__ import annotations
 
@@ -176,6 +177,9 @@ def test_config_refuses_budget_outside_segmented_mode():
         build_config(None, ["unroll.mode=full", "unroll.memory_budget_mb=100"])
     cfg = build_config(None, ["unroll.memory_budget_mb=100", "unroll.precision=bf16"])
     assert (cfg.unroll.memory_budget_mb, cfg.unroll.precision) == (100.0, "bf16")
+    with pytest.raises(UserError, match="bf16_reverse needs unroll.mode=segmented or truncated"):
+        build_config(None, ["unroll.mode=full", "unroll.precision=bf16_reverse"])
+    assert build_config(None, ["unroll.precision=bf16_reverse"]).unroll.precision == "bf16_reverse"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,14 +243,32 @@ def test_bf16_meta_gradient_keeps_its_direction_but_is_computed_in_bf16(policy):
     assert all(p.dtype == torch.float32 for p in bf16.final_params.values())
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_bf16_reverse_keeps_the_float32_trajectory_and_the_meta_gradient_closer_than_bf16():
+    """bf16_reverse: the forward pass is float32's bit for bit (same inner losses, same final weights), the
+    meta-gradient is computed in bf16 (not equal) and points where float32's does, closer than all-bf16's."""
+    run = convnet_problem()
+    fp32, bf16, rev = run("fp32", segment=3), run("bf16", segment=3), run("bf16_reverse", segment=3)
+    assert rev.inner_losses == fp32.inner_losses and bf16.inner_losses != fp32.inner_losses
+    assert all(torch.equal(rev.final_params[n], fp32.final_params[n]) for n in fp32.final_params)
+    for a, b, c in zip(grads_of(fp32), grads_of(rev), grads_of(bf16)):
+        assert not torch.equal(a, b) and cosine(a, b) >= 0.999, cosine(a, b)
+        assert 1 - cosine(a, b) < 1 - cosine(a, c)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_reverse"])
 @pytest.mark.parametrize("policy", [dict(segment=5), dict(mode="full"), dict(mode="truncated", window=6),
                                     dict(segment=3, memory_budget_mb=1e3)])
 def test_bf16_autocast_covers_every_loss_evaluation(precision, policy):
-    """Every inner-loss call (forward pass and recomputations) and every outer-loss part runs under bf16 autocast,
-    and none does in fp32; the engine's own arithmetic (updates, adjoints) runs outside it."""
+    """bf16: every inner-loss call (forward pass and recomputations) and every outer-loss part runs under bf16
+    autocast; bf16_reverse: exactly the recomputations and the outer loss; fp32: none. The engine's own arithmetic
+    (updates, adjoints) runs outside it."""
+    if precision == "bf16_reverse" and policy.get("mode") == "full":
+        with pytest.raises(UserError, match="needs a recomputing mode"):
+            UnrollPolicy(precision=precision, **policy)
+        return
     p = Problem(torch.float32, seed=1)
     seen: dict[str, list[bool]] = {"inner": [], "outer": []}
+    forward_calls = T  # the forward pass calls the inner loss once per step, before any recomputation
 
     def inner_loss(params, t, meta):
         seen["inner"].append(torch.is_autocast_enabled("cpu"))
@@ -260,7 +282,13 @@ def test_bf16_autocast_covers_every_loss_evaluation(precision, policy):
                            params0=p.params0, meta=p.meta, steps=T, lrs=p.lrs, momentum=MU,
                            policy=UnrollPolicy(precision=precision, **policy))
     assert len(seen["inner"]) >= T and len(seen["outer"]) >= 1
-    assert set(seen["inner"]) == set(seen["outer"]) == {precision == "bf16"}
+    if precision == "bf16_reverse":
+        forward, recomputed = seen["inner"][:forward_calls], seen["inner"][forward_calls:]
+        kept = res.kept_steps  # a kept tail is not recomputed
+        assert set(forward) == {False} and set(seen["outer"]) == {True}
+        assert recomputed == [True] * (res.steps_differentiated - kept)
+    else:
+        assert set(seen["inner"]) == set(seen["outer"]) == {precision == "bf16"}
     assert not torch.is_autocast_enabled("cpu")
     assert all(g.dtype == torch.float32 for g in grads_of(res))
 

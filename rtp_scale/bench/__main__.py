@@ -113,7 +113,7 @@ def build_parser() -> OneLineParser:
     unroll.add_argument("--threads", type=_non_negative_int, default=None, metavar="N",
                         help="torch intra-op threads in every configuration (default 0 = torch's default, one "
                              "per core; --quick: 1, which stays fast on a busy shared machine)")
-    unroll.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    unroll.add_argument("--precision", choices=("fp32", "bf16", "bf16_reverse"), default="fp32",
                         help="unroll.precision of every row: bf16 runs the losses under bfloat16 autocast, state and "
                              "gradients in float32 (default: fp32)")
     unroll.add_argument("--memory-budget-mb", type=_non_negative_float, default=0.0, metavar="MB",

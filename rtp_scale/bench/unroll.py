@@ -65,7 +65,7 @@ class Settings:
     momentum: float = 0.9
     segment: int = 0
     precision: str = "fp32"
-    """``unroll.precision`` of every row ('fp32' or 'bf16')."""
+    """``unroll.precision`` of every row ('fp32', 'bf16' or 'bf16_reverse', which full mode refuses)."""
     memory_budget_mb: float = 0.0
     """``unroll.memory_budget_mb`` of the segmented rows (0 = off; full mode takes no budget)."""
     seed: int = 0
@@ -324,7 +324,8 @@ def compare_rows(row: dict, base: dict) -> dict:
 
 def _rate_fractions(row: dict, rates: dict) -> dict:
     """Achieved GFLOP/s as fractions of the machine's measured peaks, in the row's own precision."""
-    suffix = "_bf16_gflops" if row.get("precision") == "bf16" and "matmul_2048_bf16_gflops" in rates else "_gflops"
+    reduced = row.get("precision", "fp32") != "fp32"  # bf16_reverse too: against the higher peak, conservatively
+    suffix = "_bf16_gflops" if reduced and "matmul_2048_bf16_gflops" in rates else "_gflops"
     return {f"fraction_of_{name}": row["achieved_gflops"] / rates[f"{name}{suffix}"]
             for name in ("matmul_2048", "conv_real_batch", "conv_inner_batch")}
 
@@ -352,7 +353,7 @@ def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Se
         "machine": machine_info(device),
         "rates": peak_rates(device, width=settings.width, real_batch=NUM_CLASSES * settings.real_per_class,
                             inner_batch=NUM_CLASSES * settings.batch_per_class, quick=settings.quick,
-                            bf16=settings.precision == "bf16"),
+                            bf16=settings.precision != "fp32"),
         "against": None if against is None else str(against.resolve()),
         "rows": [], "fits": {}, "checks": {}, "complete": False,
     }

@@ -113,15 +113,15 @@ def push_to_memory(memory: nn.Module, recalled: Tensor, image_grad: Tensor, *, c
 
 def unroll_policy(cfg: Config) -> UnrollPolicy:
     """The engine's policy from ``cfg.unroll``, checked against ``inner.steps``; says on stderr, in one line,
-    when ``unroll.precision=bf16`` will be slower than float32 on this run's device."""
+    when ``unroll.precision=bf16`` (or ``bf16_reverse``) will be slower than float32 on this run's device."""
     u = cfg.unroll
     policy = UnrollPolicy(mode=u.mode, segment=u.segment, window=u.window, offload=u.offload,
                           memory_budget_mb=u.memory_budget_mb, precision=u.precision)
     policy.validate(cfg.inner.steps)
-    if u.precision == "bf16":
+    if u.precision != "fp32":
         fast, why = fast_bf16_available(resolve_device(cfg.run.device))
         if not fast:
-            print(f"warning: unroll.precision=bf16 will be slower than fp32 here: {why}", file=sys.stderr)
+            print(f"warning: unroll.precision={u.precision} will be slower than fp32 here: {why}", file=sys.stderr)
     return policy
 
 

@@ -250,8 +250,9 @@ def unroll_meta_grad(
 
 def _check_budget_and_precision(policy: UnrollPolicy, params0: Params, meta: tuple[Tensor, ...],
                                 reduce_grad: GradReducer) -> None:
-    if policy.precision == "bf16" and any(x.dtype == torch.float64 for x in [*params0.values(), *meta]):
-        raise UserError("unroll precision 'bf16' would silently compute this float64 unroll's losses in bfloat16; "
+    if policy.precision != "fp32" and any(x.dtype == torch.float64 for x in [*params0.values(), *meta]):
+        raise UserError(f"unroll precision {policy.precision!r} would silently compute this float64 unroll's losses "
+                        "in bfloat16; "
                         "use precision 'fp32' for float64")
     if policy.memory_budget_mb > 0 and reduce_grad is not None:
         # each shard measures its own graph and could keep another number of steps, which would pair
@@ -261,15 +262,20 @@ def _check_budget_and_precision(policy: UnrollPolicy, params0: Params, meta: tup
 
 
 def _with_precision(inner_loss: InnerLoss, outer_loss: OuterLoss, precision: str,
-                    device_type: str) -> tuple[InnerLoss, OuterLoss]:
-    """The losses evaluated under ``precision``'s autocast (themselves for fp32); ChunkedLoss parts stay parts."""
+                    device_type: str) -> tuple[InnerLoss, InnerLoss, OuterLoss]:
+    """(forward-pass inner loss, recomputed inner loss, outer loss) under ``precision``'s autocast.
+
+    fp32: the very same functions (the default path is untouched); bf16: all three under autocast;
+    bf16_reverse: the forward pass in float32, the recomputed segments and the outer loss under autocast.
+    ChunkedLoss parts stay parts."""
     if precision == "fp32":
-        return inner_loss, outer_loss  # the very same functions: the default path is untouched
+        return inner_loss, inner_loss, outer_loss
     if isinstance(outer_loss, ChunkedLoss):
-        outer: OuterLoss = ChunkedLoss(tuple(under_autocast(p, precision, device_type) for p in outer_loss.parts))
+        outer: OuterLoss = ChunkedLoss(tuple(under_autocast(p, "bf16", device_type) for p in outer_loss.parts))
     else:
-        outer = under_autocast(outer_loss, precision, device_type)
-    return under_autocast(inner_loss, precision, device_type), outer
+        outer = under_autocast(outer_loss, "bf16", device_type)
+    reduced = under_autocast(inner_loss, "bf16", device_type)
+    return (inner_loss if precision == "bf16_reverse" else reduced), reduced, outer
 
 
 def _outer_graph_bytes(outer_loss: OuterLoss, theta: Params) -> int:
@@ -313,9 +319,11 @@ def _unroll(*, inner_loss: InnerLoss, outer_loss: OuterLoss, params0: Params, me
     n_diff = policy.differentiated_steps(steps)
     _check_budget_and_precision(policy, params0, meta, reduce_grad)
     device_type = next(iter(params0.values())).device.type
-    inner_loss, outer_loss = _with_precision(inner_loss, outer_loss, policy.precision, device_type)
-    step = dict(inner_loss=inner_loss, momentum=momentum, weight_decay=weight_decay,
+    forward_loss, recomputed_loss, outer_loss = _with_precision(inner_loss, outer_loss, policy.precision,
+                                                                device_type)
+    step = dict(inner_loss=forward_loss, momentum=momentum, weight_decay=weight_decay,
                 reduce_grad=reduce_grad)
+    recomputed_step = {**step, "inner_loss": recomputed_loss}
     want_meta = [i for i, m in enumerate(meta) if m.requires_grad]
     wrt: list[Tensor] = [meta[i] for i in want_meta] + ([lrs] if lrs.requires_grad else [])
     lrs_const = lrs.detach()
@@ -415,7 +423,7 @@ def _unroll(*, inner_loss: InnerLoss, outer_loss: OuterLoss, params0: Params, me
         th_start, v_start = _leaves(theta_b, True), _leaves(v_b, need_state_grad)
         th, vv = th_start, v_start
         for t in range(t0, t1):
-            th, vv, _ = _inner_step(th, vv, t, meta, lrs[t], create_graph=True, **step)
+            th, vv, _ = _inner_step(th, vv, t, meta, lrs[t], create_graph=True, **recomputed_step)
         a_theta, a_v, grads = _segment_vjp((th, vv), (th_start, v_start), names, a_theta, a_v, wrt,
                                            need_state_grad)
         del th, vv, th_start, v_start  # free this segment's graph before the next one

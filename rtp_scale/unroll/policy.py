@@ -66,8 +66,10 @@ class UnrollPolicy:
     precision: str = "fp32"
     """``"fp32"``: every loss in the parameters' dtype. ``"bf16"``: every inner loss and the outer loss
     evaluated under ``torch.autocast(dtype=torch.bfloat16)`` (forward pass and recomputations alike),
-    while the state (theta, v), the SGD update, the adjoints and the gradient sums stay float32. Not
-    for float64 unrolls."""
+    while the state (theta, v), the SGD update, the adjoints and the gradient sums stay float32.
+    ``"bf16_reverse"`` (segmented and truncated modes): the forward pass in float32, so the trajectory is
+    float32's bit for bit, and only the reverse pass's recomputed segments and the outer loss under autocast.
+    Not for float64 unrolls."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -85,6 +87,9 @@ class UnrollPolicy:
                             f"{'it keeps the whole graph' if self.mode == 'full' else 'its window is recomputed'})")
         if self.precision not in PRECISIONS:
             raise UserError(f"unroll precision {self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        if self.precision == "bf16_reverse" and self.mode == "full":
+            raise UserError("unroll precision 'bf16_reverse' needs a recomputing mode ('segmented' or 'truncated'): "
+                            "full mode recomputes nothing, so only its outer loss would run in bfloat16")
 
     def differentiated_steps(self, steps: int) -> int:
         """How many of ``steps`` inner steps the meta-gradient flows through."""

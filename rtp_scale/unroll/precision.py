@@ -14,6 +14,14 @@ the direction stays that of the float32 one (cosine >= 0.99 on a ConvNet-16 at T
 degrades with length and width (0.877 measured on ConvNet-128 at T=50 by ``python -m rtp_scale.bench unroll
 --precision bf16``), so bf16 is opt-in and experimental.
 
+With ``precision="bf16_reverse"`` (segmented and truncated modes) the forward pass runs in float32 -- the
+trajectory, the boundary states and the final weights are float32's, bit for bit -- and only what the reverse
+pass computes is under autocast: every recomputed segment (its steps and their double backward) and the outer
+loss. The rounding then stays inside one segment instead of compounding along the whole unroll: on the
+benchmark's ConvNet-128 at T=50 (segments of 8 steps) the meta-gradient's cosine to float32's is 0.995, against
+0.767 for ``bf16``, on the same step of the same run (``python -m rtp_scale.bench unroll --precision ...``,
+AMD EPYC with AVX512-BF16). It forgoes bf16 on the forward pass, about a fifth of a segmented step.
+
 bfloat16 is only faster where the hardware computes it natively (tensor cores on CUDA, AMX or
 AVX512-BF16 on x86 CPUs); elsewhere it is emulated and slower than float32:
 :func:`fast_bf16_available` says which.
@@ -25,7 +33,7 @@ from typing import Callable
 
 import torch
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "bf16_reverse")
 
 
 def fast_bf16_available(device: torch.device | str) -> tuple[bool, str]:
