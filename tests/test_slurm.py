@@ -148,11 +148,12 @@ def test_interrupted_members_resume_from_checkpoint_with_the_same_result(slurm_c
         return not interrupts
 
     wait_until(interrupt_ready, 150, "both members to log their second outer step", poll=0.1)
-
-    reference = tmp_path / "reference"  # the same members, never interrupted, meanwhile in this process
-    sweep_mod.start_sweep(recipe, cluster="debug", sweep_dir=reference)
     statuses = {s.name: s for s in sweep_mod.wait_for(out, poll_s=1, timeout_s=240)}
     assert [statuses[n].state for n in ("s0", "s1")] == ["completed", "completed"], statuses
+    # the same members, never interrupted, in this process -- only now: run while the interrupted step finishes,
+    # they slowed it past Slurm's KillWait (5 s) on a 2-core machine, and SIGKILL then repeats that step
+    reference = tmp_path / "reference"
+    sweep_mod.start_sweep(recipe, cluster="debug", sweep_dir=reference)
 
     for name in ("s0", "s1"):
         status = json.loads((out / name / "status.json").read_text())
