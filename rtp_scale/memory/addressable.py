@@ -28,6 +28,17 @@ def _check_positive(**values: int) -> None:
             raise UserError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _check_downsample(ds: int, height: int, width: int) -> None:
+    if height // ds < 1 or width // ds < 1:
+        raise UserError(f"downsample {ds} is larger than the image ({height}x{width})")
+
+
+def upsample_to(x_NCHW: Tensor, size: tuple[int, int]) -> Tensor:
+    """Stored low-resolution images to ``size`` (bilinear, align_corners=False): linear, so it commutes with
+    mixing; both memory kinds recall through it."""
+    return F.interpolate(x_NCHW, size=size, mode="bilinear", align_corners=False)
+
+
 def _default_generator(generator: torch.Generator | None) -> torch.Generator:
     # No global RNG: without a generator the init is still deterministic (seed 0).
     return generator if generator is not None else torch.Generator().manual_seed(0)
@@ -60,8 +71,7 @@ class AddressableMemory(nn.Module):
         _check_positive(num_classes=num_classes, channels=channels, height=height, width=width,
                         num_bases=num_bases, images_per_class=images_per_class, downsample=downsample)
         K, R, ds = int(num_bases), int(images_per_class), int(downsample)
-        if height // ds < 1 or width // ds < 1:
-            raise UserError(f"downsample {ds} is larger than the image ({height}x{width})")
+        _check_downsample(ds, height, width)
         self.num_classes, self.image_shape = int(num_classes), (channels, height, width)
         self.num_bases, self.images_per_class, self.downsample = K, R, ds
         self.base_shape = (channels, height // ds, width // ds)
@@ -116,7 +126,7 @@ class AddressableMemory(nn.Module):
         """[K, C, H, W] bases upsampled to image size (bilinear, align_corners=False) — linear in the bases."""
         if self.downsample == 1:
             return self.bases
-        return F.interpolate(self.bases, size=self.image_shape[1:], mode="bilinear", align_corners=False)
+        return upsample_to(self.bases, self.image_shape[1:])
 
     def recall(self, queries_QC: Tensor) -> Tensor:
         """[Q, r, C, H, W] images for any real-valued query rows (one-hot, soft, mixed); linear in the query.

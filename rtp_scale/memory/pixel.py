@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rtp_scale.errors import UserError
-from rtp_scale.memory.addressable import _check_positive, _default_generator, check_queries
+from rtp_scale.memory.addressable import (_check_downsample, _check_positive, _default_generator, check_queries,
+                                         upsample_to)
 from rtp_scale.memory.budget import StorageReport, storage_report
 
 
@@ -41,8 +42,7 @@ class PixelMemory(nn.Module):
         _check_positive(num_classes=num_classes, channels=channels, height=height, width=width,
                         images_per_class=images_per_class, downsample=downsample)
         ds = int(downsample)
-        if ds > min(height, width):
-            raise UserError(f"downsample {ds} is larger than the image ({height}x{width})")
+        _check_downsample(ds, height, width)
         self.num_classes, self.image_shape = int(num_classes), (channels, height, width)
         self.images_per_class, self.learn_labels, self.downsample = int(images_per_class), bool(learn_labels), ds
         C, R = self.num_classes, self.images_per_class
@@ -74,9 +74,7 @@ class PixelMemory(nn.Module):
         if self.downsample == 1:
             return self.images
         C, R = self.num_classes, self.images_per_class
-        up = F.interpolate(self.images.flatten(0, 1), size=self.image_shape[1:], mode="bilinear",
-                           align_corners=False)
-        return up.reshape(C, R, *self.image_shape)
+        return upsample_to(self.images.flatten(0, 1), self.image_shape[1:]).reshape(C, R, *self.image_shape)
 
     def recall(self, queries_QC: Tensor) -> Tensor:
         """[Q, ipc, C, H, W] = sum_c y_c images[c], for any real-valued query rows."""

@@ -252,8 +252,7 @@ def _check_budget_and_precision(policy: UnrollPolicy, params0: Params, meta: tup
                                 reduce_grad: GradReducer) -> None:
     if policy.precision != "fp32" and any(x.dtype == torch.float64 for x in [*params0.values(), *meta]):
         raise UserError(f"unroll precision {policy.precision!r} would silently compute this float64 unroll's losses "
-                        "in bfloat16; "
-                        "use precision 'fp32' for float64")
+                        "in bfloat16; use precision 'fp32' for float64")
     if policy.memory_budget_mb > 0 and reduce_grad is not None:
         # each shard measures its own graph and could keep another number of steps, which would pair
         # different steps' all-reduces across shards
