@@ -18,9 +18,10 @@ With ``precision="bf16_reverse"`` (segmented and truncated modes) the forward pa
 trajectory, the boundary states and the final weights are float32's, bit for bit -- and only what the reverse
 pass computes is under autocast: every recomputed segment (its steps and their double backward) and the outer
 loss. The rounding then stays inside one segment instead of compounding along the whole unroll: on the
-benchmark's ConvNet-128 at T=50 (segments of 8 steps) the meta-gradient's cosine to float32's is 0.995, against
-0.767 for ``bf16``, on the same step of the same run (``python -m rtp_scale.bench unroll --precision ...``,
-AMD EPYC with AVX512-BF16). It forgoes bf16 on the forward pass, about a fifth of a segmented step.
+benchmark's ConvNet-128 at T=50 (segments of 8 steps) the meta-gradient's cosine to float32's on the same outer
+step is 0.995 (two runs), against 0.767-0.779 for ``bf16`` (``python -m rtp_scale.bench unroll --precision ...``,
+AMD EPYC with AVX512-BF16). It forgoes bf16 on the forward pass, so it is slower than ``bf16`` (6.15 against
+5.89 s per step in the same benchmark).
 
 bfloat16 is only faster where the hardware computes it natively (tensor cores on CUDA, AMX or
 AVX512-BF16 on x86 CPUs); elsewhere it is emulated and slower than float32:
