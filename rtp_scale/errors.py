@@ -23,5 +23,10 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         code = main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(0 if code is None else int(code))
+        code = 2
+    code = 0 if code is None else int(code)
+    # one rank of a multi-process run ends without the interpreter's teardown, where surviving gloo threads can
+    # abort it (rtp_scale.distributed.context.end_rank_process); looked up lazily: this module imports no torch
+    if (context := sys.modules.get("rtp_scale.distributed.context")) is not None:
+        context.end_rank_process(code)
+    sys.exit(code)

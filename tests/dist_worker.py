@@ -9,6 +9,7 @@ start costs 7-10 s on 2 cores, so the checks share it). Each case runs the step 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from rtp_scale.config import build_config  # noqa: E402
 from rtp_scale.data.augment import Augmenter  # noqa: E402
 from rtp_scale.data.sources import MemorySource  # noqa: E402
 from rtp_scale.distributed import RankContext, setup_ranks  # noqa: E402
+from rtp_scale.errors import run_cli  # noqa: E402
 from rtp_scale.eval import build_net  # noqa: E402
 from rtp_scale.meta_step import reduced_meta_gradient  # noqa: E402
 from rtp_scale.methods import build_method  # noqa: E402
@@ -88,6 +90,19 @@ def main() -> None:
             raise RuntimeError("injected failure on rank 1")
         ctx.sum_grads_([torch.ones(3)], {"meta/loss": 1.0})
         raise AssertionError("rank 0 completed an all-reduce that rank 1 never joined")
+    if mode == "exit":
+        # a thread still inside a torch op (GIL released) when the process ends, like the gloo threads that
+        # outlive destroy_process_group: the interpreter's teardown would abort this rank after its work is done
+        ctx = setup_ranks(build_config(None, [*TINY, "run.out_dir=/nonexistent", "dist.meta_batch=2"]), torch.device("cpu"))
+        product = torch.randn(1500, 1500)
+        threading.Thread(target=lambda: [product @ product for _ in iter(int, 1)], daemon=True).start()
+        time.sleep(0.5)
+
+        def finished(argv):
+            print(f"rank {ctx.rank} finished its work", end="")  # no newline: reaches the log only if flushed
+            return 0
+
+        run_cli(finished)
     results: dict = {}
     ctx = None
     for name, overrides, float64 in (CASES_4 if mode == "grid" else CASES):

@@ -295,6 +295,18 @@ def test_exception_on_one_rank_fails_the_launch_fast(tmp_path):
     assert failed_for < FAIL_FAST_S, failed_for
 
 
+@pytest.mark.dist
+def test_finished_rank_exits_cleanly_with_a_thread_still_running(tmp_path):
+    # a rank's gloo threads outlive destroy_process_group (DeepSpeed keeps its groups referenced); a C++ thread
+    # still running at interpreter teardown aborts a rank whose work is done (SIGABRT: a finished ZeRO-2 run
+    # failed its launch). Entry points end a rank before that teardown, with its output flushed.
+    proc = _torchrun(2, str(tmp_path), "exit", timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "terminate called" not in proc.stderr
+    for rank in (0, 1):
+        assert f"rank {rank} finished its work" in proc.stdout
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():

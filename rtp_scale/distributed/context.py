@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -231,6 +232,32 @@ def check_grid(world: int, inner_shards: int, meta_batch: int) -> int:
     return replicas
 
 
+_RAN_AS_RANK = False  # set by setup_ranks in a process that joined a group of several: see end_rank_process
+
+
+def end_rank_process(code: int) -> None:
+    """End a process that ran as one rank of several now, with ``code``, skipping the interpreter's teardown.
+
+    A rank's gloo worker threads outlive ``destroy_process_group`` whenever something still references its
+    groups (DeepSpeed's engine and ``deepspeed.utils.groups`` always do; measured: every group's threads still
+    run after it), and a C++ thread still running at teardown aborts the process ("terminate called without an
+    active exception", SIGABRT) after its work is done -- a finished ZeRO-2 rank failed its launch that way.
+    ``os._exit`` ends the process before teardown starts; everything the run writes is closed or flushed by
+    then (files by ``run``'s ``finally``, the standard streams and logging here). No-op in any other process.
+    """
+    if not _RAN_AS_RANK:
+        return
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to write to
+            pass
+    os._exit(code)
+
+
 def release_process_group() -> None:
     """Destroy the default process group, if one was started: every process entry point calls this before it
     exits. A gloo process that exits with its group alive can abort at interpreter teardown ("terminate called
@@ -263,6 +290,9 @@ def setup_ranks(cfg: Config, device: torch.device) -> RankContext:
         # (Accelerate picks the backend itself; naming one breaks the single-process case)
         accelerator = Accelerator(cpu=device.type == "cpu", kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)])
     world, rank = accelerator.num_processes, accelerator.process_index
+    if world > 1:
+        global _RAN_AS_RANK
+        _RAN_AS_RANK = True
     shards = cfg.dist.inner_shards
     if shards > 1 and cfg.method.name == "frepo":
         raise UserError("dist.inner_shards > 1 splits an unroll's inner minibatch over processes, but method.name="
