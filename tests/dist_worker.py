@@ -93,7 +93,8 @@ def main() -> None:
     if mode == "exit":
         # a thread still inside a torch op (GIL released) when the process ends, like the gloo threads that
         # outlive destroy_process_group: the interpreter's teardown would abort this rank after its work is done
-        ctx = setup_ranks(build_config(None, [*TINY, "run.out_dir=/nonexistent", "dist.meta_batch=2"]), torch.device("cpu"))
+        cfg = build_config(None, [*TINY, "run.out_dir=/nonexistent", "dist.meta_batch=2"])
+        ctx = setup_ranks(cfg, torch.device("cpu"))
         product = torch.randn(1500, 1500)
         threading.Thread(target=lambda: [product @ product for _ in iter(int, 1)], daemon=True).start()
         time.sleep(0.5)

@@ -262,7 +262,8 @@ def release_process_group() -> None:
     """Destroy the default process group, if one was started: every process entry point calls this before it
     exits. A gloo process that exits with its group alive can abort at interpreter teardown ("terminate called
     without an active exception", SIGABRT: its worker threads still hold tensors), failing a run that finished
-    -- seen on a rank that returned while rank 0 was still evaluating (pytorch/pytorch#190489)."""
+    -- seen on a rank that returned while rank 0 was still evaluating (pytorch/pytorch#190489). Threads of groups
+    that something still references survive this; entry points end such a rank with :func:`end_rank_process`."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
