@@ -5,9 +5,10 @@ it pickles small and unpickles in the job without importing torch. ``__call__`` 
 ``rtp_scale.distill`` lazily and calls its ``run(cfg)``; the run directory (``run.out_dir``) is stable per
 member, so whatever restarts the member -- submitit's requeue after a timeout or preemption signal,
 ``scontrol requeue``, a node failure requeue, or ``python -m launch.sweep --resubmit`` -- resumes from
-``<run_dir>/checkpoint.pt``. A preemption or time-limit signal (SIGTERM, submitit's USR2) first lets the run
-finish and save its current outer step (``rtp_scale.preemption``), and only then does submitit requeue, so no
-step is recomputed; a kill without warning recomputes at most ``checkpoint.every`` outer steps.
+``<run_dir>/checkpoint.pt``. A preemption or time-limit signal (SIGTERM, submitit's USR2) first makes the run
+save (``rtp_scale.preemption``: the step it is in, or the state before it when the signal came during the
+step's meta-gradient), and only then does submitit requeue, so at most that one step is recomputed; a kill
+without warning recomputes at most ``checkpoint.every`` outer steps.
 
 Besides what ``run`` writes, the task keeps two small files in the run directory for ``launch.collect``:
 
@@ -28,6 +29,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -137,7 +139,12 @@ class DistillTask:
             results = run(cfg)
         except Preempted:
             if callable(requeue):  # rank 0: calls checkpoint() below, requeues and exits; other ranks return
-                requeue(requeue_signal, None)
+                try:
+                    requeue(requeue_signal, None)
+                except subprocess.CalledProcessError:  # `scontrol requeue` refused: Slurm itself is requeueing
+                    # (preemption, an outside `scontrol requeue`) or cancelling the job; either way it is saved
+                    print(f"{self.name}: saved; Slurm refused submitit's requeue (the job is already being "
+                          f"requeued or cancelled)", file=sys.stderr, flush=True)
             if rank == 0:  # not requeued by submitit (no job environment): the next submission resumes
                 self._end_attempt("interrupted")
             raise

@@ -50,7 +50,7 @@ from rtp_scale.memory.diagnostics import recall_diversity
 from rtp_scale.meta_step import reduced_meta_gradient
 from rtp_scale.methods import build_method
 from rtp_scale.models import check_batch_split
-from rtp_scale.preemption import EXIT_PREEMPTED, Preempted, StopRequest
+from rtp_scale.preemption import EXIT_PREEMPTED, Preempted, StepAbandoned, StopRequest
 from rtp_scale.run_identity import check_resume, config_identity, describe_changes
 from rtp_scale.runtime import augment_ops, prepare_data_and_zca, resolve_device
 
@@ -196,7 +196,8 @@ def run(cfg: Config) -> dict:
     bar = open_progress(total=cfg.meta.steps, initial=start_step, desc="distill", unit="step",
                         enabled=cfg.log.progress and ctx.is_main)
     params = [p for p in memory.parameters() if p.requires_grad]
-    # SIGTERM/SIGUSR2 (preemption, time limit): finish the step, checkpoint it, raise Preempted (rtp_scale.preemption)
+    # SIGTERM/SIGUSR2 (preemption, time limit): checkpoint, raise Preempted (rtp_scale.preemption). During the
+    # meta-gradient the step is dropped and the state before it saved; elsewhere the step finishes first
     stop = StopRequest(ctx, first_step=start_step, last_step=cfg.meta.steps, checkpoint=str(ckpt_path)).install()
     # a checkpoint is written only from a state whose own loss and gradients were finite: state k is saved
     # during step k, after its meta-gradient (the state a run starts from is saved the same way; a resumed one
@@ -223,8 +224,13 @@ def run(cfg: Config) -> dict:
         for step in range(start_step, cfg.meta.steps):
             tick, cpu_tick = time.perf_counter(), time.process_time()
             optimizer.zero_grad(set_to_none=False)
-            step_metrics, lr_grad = reduced_meta_gradient(cfg, ctx, method, memory, params, source.sample, step=step,
-                                                          lrs=lrs, learn_lrs=lr_optimizer is not None)
+            try:
+                with stop.abandonable():  # changes only .grad: the state is still the one after `step` steps
+                    step_metrics, lr_grad = reduced_meta_gradient(cfg, ctx, method, memory, params, source.sample,
+                                                                  step=step, lrs=lrs,
+                                                                  learn_lrs=lr_optimizer is not None)
+            except StepAbandoned:
+                stop.abandon(step, checkpoint)
             loss = step_metrics["meta/loss"]
             clip = cfg.meta.grad_clip if cfg.meta.grad_clip > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))

@@ -3,10 +3,17 @@
 Slurm announces the end of a job with a signal: SIGTERM on preemption (then SIGKILL after the partition's
 GraceTime), the ``--signal`` one (USR2 in ``slurm/distill.sbatch`` and submitit) before the time limit.
 Killing the run there would lose every outer step since the last periodic checkpoint (up to
-``checkpoint.every``). Instead :class:`StopRequest` turns either signal into a flag; the distill loop asks it
-after every outer step, and once the flag is up it writes the checkpoint of the step that just finished and
-raises :class:`Preempted`. At most the interrupted step is recomputed by the resumed run, which then ends
-bit-identical to an uninterrupted one (every draw comes from (seed, step, unroll) generators).
+``checkpoint.every``). Instead :class:`StopRequest` turns either signal into a stop that saves first:
+
+- a signal during an outer step's meta-gradient (nearly all of a step's time) abandons that step at once:
+  nothing of the state has changed yet, so the state *before* the step is written and :class:`Preempted`
+  raised. A step may take longer than the time Slurm leaves between its signal and SIGKILL (KillWait,
+  GraceTime: seconds), and finishing it would then lose everything since the last periodic checkpoint;
+- a signal anywhere else in the step (the update, logging, a checkpoint write) raises a flag that the loop asks
+  after the step, then writes the checkpoint of the step that just finished and raises :class:`Preempted`.
+
+Either way at most the interrupted step is recomputed by the resumed run, which then ends bit-identical to an
+uninterrupted one (every draw comes from (seed, step, unroll) generators).
 
 Who turns :class:`Preempted` into a requeue:
 
@@ -21,14 +28,16 @@ checkpoint is on disk the previous signal handlers are back, so a signal then ac
 this module (kills the run, or submitit requeues it) and the resumed run only re-exports and re-evaluates.
 
 With several processes the ranks agree (one all-reduce of one flag per outer step) so that all of them
-stop after the same step: a rank that stopped alone would leave the others waiting in a collective.
+stop after the same step: a rank that stopped alone would leave the others waiting in a collective. So with
+several processes a signal only raises the flag, also during the meta-gradient.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
     from rtp_scale.distributed import RankContext
@@ -49,6 +58,13 @@ class Preempted(Exception):
         self.signal_name = signal_name
 
 
+class StepAbandoned(BaseException):
+    """Raised by the signal handler inside :meth:`StopRequest.abandonable`: the outer step in progress is dropped.
+
+    A BaseException, like KeyboardInterrupt: no ``except Exception`` between the handler and the loop (e.g. a
+    method's own error handling) may swallow it."""
+
+
 class StopRequest:
     """SIGTERM/SIGUSR2 handlers that only raise a flag, asked at outer-step boundaries by the distill loop.
 
@@ -64,6 +80,7 @@ class StopRequest:
         self._checkpoint = checkpoint
         self._signal: int | None = None
         self._previous: dict[int, object] = {}
+        self._abandonable = False  # inside abandonable(): a signal drops the step instead of raising the flag
 
     # ------------------------------------------------------------------ handlers
     def install(self) -> StopRequest:
@@ -81,11 +98,40 @@ class StopRequest:
             signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if self._signal is None:
+        first = self._signal is None
+        if first:
             self._signal = signum
         # os.write, not print: a handler may run in the middle of another write to the same stream
-        os.write(2, f"received {signal.Signals(signum).name}: the run stops after the current outer step and "
-                    f"saves its checkpoint\n".encode())
+        if self._abandonable:
+            self._abandonable = False  # raised once: a second signal must not interrupt the save below
+            os.write(2, f"received {signal.Signals(signum).name}: the run drops the outer step in progress, saves "
+                        f"the state before it and stops\n".encode())
+            raise StepAbandoned
+        if first:
+            os.write(2, f"received {signal.Signals(signum).name}: the run stops after the current outer step and "
+                        f"saves its checkpoint\n".encode())
+
+    @contextlib.contextmanager
+    def abandonable(self) -> Iterator[None]:
+        """Around the part of an outer step that changes no state (its meta-gradient): a signal in there raises
+        :class:`StepAbandoned` at once (one process only; module docstring). A signal that came just before
+        raises it on entry."""
+        if self._ctx.world_size > 1 or not self._previous:  # several ranks, or no handlers installed
+            yield
+            return
+        if self._signal is not None:
+            raise StepAbandoned
+        self._abandonable = True
+        try:
+            yield
+        finally:
+            self._abandonable = False
+
+    def abandon(self, step: int, save: Callable[[int], None]) -> None:
+        """After :class:`StepAbandoned` in outer step ``step`` + 1: save the ``step`` steps done, raise Preempted."""
+        save(step)
+        raise Preempted(step=step, total=self._last_step, checkpoint=self._checkpoint,
+                        signal_name=signal.Signals(self._signal).name)
 
     # ------------------------------------------------------------------ the loop's side
     def requested(self) -> bool:

@@ -1,6 +1,6 @@
-"""Faults a run survives without losing work: a preemption signal (SIGTERM / SIGUSR2) stops it after the
-current outer step with a checkpoint of that step, and a SIGKILL at any step loses only what the last
-checkpoint did not hold; either way the resumed run ends bit-identical to an uninterrupted one.
+"""Faults a run survives without losing work: a preemption signal (SIGTERM / SIGUSR2) stops it with a checkpoint
+(after the current outer step, or at once with the state before it when the signal comes during the step's
+meta-gradient), and a SIGKILL at any step loses only what the last checkpoint did not hold; either way the resumed run ends bit-identical to an uninterrupted one.
 
 ``checkpoint.every`` is far above ``meta.steps`` here, so the only checkpoint a stopped run can have is the
 one the signal made it write. The Slurm paths of the same guarantee (submitit, slurm/distill.sbatch) are in
@@ -9,6 +9,7 @@ tests/test_slurm.py.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -78,12 +79,45 @@ def test_preemption_signal_checkpoints_the_current_step_and_the_resumed_run_is_i
     assert "Traceback" not in stderr and not (out / "results.json").exists()
     done_before_stop = logged_steps(out)
     saved = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
-    # the step in flight when the signal came was finished and saved: nothing is recomputed on resume
+    # the step in flight when the signal came was either finished and saved, or (a signal during its
+    # meta-gradient) dropped and the state before it saved: every saved step is logged, none beyond
     assert 2 <= saved < STEPS and done_before_stop == list(range(1, saved + 1)), (saved, done_before_stop)
     assert f"preempted: stopped by {signal.Signals(signum).name} after outer step {saved} of {STEPS}" in stderr
 
     run(build_config(None, [*TINY, *NO_PERIODIC_CHECKPOINT, f"run.out_dir={out}"]))
     assert logged_steps(out) == list(range(1, STEPS + 1))  # every step logged exactly once over both attempts
+    assert_same_run(out, uninterrupted)
+
+
+def test_signal_during_a_meta_gradient_saves_the_state_before_that_step_at_once(tmp_path, uninterrupted, monkeypatch):
+    """A step can outlast the seconds Slurm leaves before SIGKILL: a signal arriving inside step 3's meta-gradient
+    must not wait for it to finish (that step is neither completed nor logged); the state after step 2 is saved
+    and the run stops. The resumed run recomputes step 3 and ends bit-identical to an uninterrupted one."""
+    import rtp_scale.distill as distill_mod
+    from rtp_scale.preemption import Preempted
+
+    real_meta_gradient = distill_mod.reduced_meta_gradient
+    finished: list[int] = []
+
+    def signalled_in_step_3(*args, step: int, **kwargs):
+        if step == 2:  # 0-based: outer step 3; the signal lands as the meta-gradient starts
+            os.kill(os.getpid(), signal.SIGTERM)
+        result = real_meta_gradient(*args, step=step, **kwargs)
+        finished.append(step)
+        return result
+
+    out = tmp_path / "run"
+    cfg = [*TINY, *NO_PERIODIC_CHECKPOINT, f"run.out_dir={out}"]
+    monkeypatch.setattr(distill_mod, "reduced_meta_gradient", signalled_in_step_3)
+    handler_before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted, match=f"stopped by SIGTERM after outer step 2 of {STEPS}"):
+        run(build_config(None, cfg))
+    assert finished == [0, 1] and logged_steps(out) == [1, 2]  # step 3 was dropped, not finished
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # the run gave the process its handler back
+    monkeypatch.undo()
+    run(build_config(None, cfg))
+    assert logged_steps(out) == list(range(1, STEPS + 1))
     assert_same_run(out, uninterrupted)
 
 

@@ -126,9 +126,10 @@ def test_failing_member_is_reported_and_resubmitted_alone(slurm_cluster, tmp_pat
 @pytest.mark.slow  # ~3-4 min: two members signalled mid-run, requeued and resumed
 def test_interrupted_members_resume_from_checkpoint_with_the_same_result(slurm_cluster, tmp_path):
     """Member s0 is preempted through submitit (SIGTERM + USR2), member s1 is requeued from outside
-    (`scontrol requeue`: Slurm sends SIGTERM, then kills). There is no periodic checkpoint (checkpoint.every
-    >> meta.steps): each run finishes the outer step it is in, saves it, and only then does submitit requeue
-    (s0: DistillTask.checkpoint()). Both resume, recompute no step, and end bit-identical to the same sweep run
+    (`scontrol requeue`: Slurm sends SIGTERM, then kills after KillWait, 5 s here). There is no periodic
+    checkpoint (checkpoint.every >> meta.steps): each run saves at once (dropping the outer step in progress when
+    the signal lands in its meta-gradient; a step under load can outlast KillWait) and only then does submitit
+    requeue (s0: DistillTask.checkpoint()). Both resume, recompute no step, and end bit-identical to the same sweep run
     uninterrupted (in this process, --cluster debug)."""
     from safetensors.torch import load_file
 
@@ -197,7 +198,7 @@ def test_sbatch_template_saves_on_usr2_requeues_and_resumes_identically(slurm_cl
     wait_until(lambda: (run_dir / "results.json").exists(), 180, "the requeued sbatch job to finish", poll=1)
     wait_until(lambda: (slurm_states([job]) or {}).get(job) == "COMPLETED", 60, "sacct to say COMPLETED")
     text = log.read_text()
-    assert "caught USR2: the run finishes its outer step" in text and "run stopped (exit 75): requeueing" in text
+    assert "caught USR2: the run saves" in text and "run stopped (exit 75): requeueing" in text
     assert f"job {job} on" in text and "restart 1:" in text and "Traceback" not in text, text[-2000:]
     stopped_at = int(text.split("after outer step ")[1].split()[0])
     assert 2 <= stopped_at < 12, text[-2000:]
