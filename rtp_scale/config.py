@@ -49,7 +49,7 @@ class RecipeConfig:
 
     description: str = "RtP addressable memories on mnist5k at a 1-IPC storage budget (CPU, minutes)"
     """One line saying what the recipe distills."""
-    hardware: str = "1 CPU core or more; about 10 minutes on a 2-core CPU"
+    hardware: str = "1 CPU core or more; about 11 minutes on a 2-core CPU"
     """The hardware the recipe was sized for."""
     expected: str = ""
     """The expected result on that hardware (accuracy mean ± std), once measured."""
@@ -282,12 +282,12 @@ class UnrollConfig:
 class MetaConfig:
     """The outer (meta) optimiser that updates the memory."""
 
-    steps: int = 60
+    steps: int = 30
     """Outer steps (0: no distillation, evaluate the initial memory -- the baseline a distillation must beat).
     May change on resume to extend a run, under the constant schedule (see rtp_scale.run_identity)."""
     optimizer: str = "adam"
     """'sgd' (RtP: lr 0.1, momentum 0.5), 'adam' or 'lamb' (FRePo: lr 3e-4 with cosine decay)."""
-    lr: float = 0.001
+    lr: float = 0.004
     """Outer learning rate. May change on resume (with grad_clip and lr_lr): after a divergence, lower it and rerun
     the same command; the change is named on resume and in results.json."""
     momentum: float = 0.5

@@ -26,5 +26,6 @@ GRID = {
     "inner.momentum": [0.0, 0.9],
 }
 SEEDS = [0]
-OVERRIDES = ["data.val_per_class=50", "data.eval_split=val", "eval.num_nets=3", "log.image_every=0"]
+# meta.lr: the default when this ran (1e-3), pinned so that a later default does not change the members
+OVERRIDES = ["meta.lr=0.001", "data.val_per_class=50", "data.eval_split=val", "eval.num_nets=3", "log.image_every=0"]
 RESOURCES = {"timeout_min": 60, "cpus_per_task": 2, "mem_gb": 4, "array_parallelism": 1}

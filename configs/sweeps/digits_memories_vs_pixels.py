@@ -3,7 +3,7 @@
 At 8x8 an image is 64 floats, so a factored memory has little to factor: at 1 IPC (640 floats) the bases alone
 take most of the budget. The members, each at (or below) the pixel set's storage:
 
-- pixels: the default job's RtP schedule on plain images from random real ones (outer lr 1e-3 and 1e-2);
+- pixels: the then default job's RtP schedule on plain images from random real ones (outer lr 1e-3 and 1e-2);
 - memories, principal-component start (the default's): IPC 1 -- K=8 bases at 4x4 (``memory.downsample=2``), 6
   slots per class (608 floats), or K=4 at full 8x8, 9 slots per class (616 floats); IPC 10 -- K=16 at 4x4, 38
   slots per class (6,336 floats), or K=16 at 8x8, 33 slots per class (6,304 floats). (A principal-component
@@ -44,6 +44,7 @@ GRID = {"variant": {
     "ipc10_memory_K16_8x8": _MEM10_DS1,
 }}
 SEEDS = [0]
+# meta.steps / meta.lr: the defaults when this ran, pinned (a member's own value still wins)
 OVERRIDES = ["data.name=digits", "data.val_per_class=18", "data.eval_split=val", "eval.num_nets=3",
-             "log.image_every=0"]
+             "log.image_every=0", "meta.steps=60", "meta.lr=0.001"]
 RESOURCES = {"timeout_min": 60, "cpus_per_task": 1, "mem_gb": 4, "array_parallelism": 1}

@@ -1,6 +1,6 @@
 """digits: the comparison table's RtP schedule (T=20, 10 images per class per step, Adam 1e-2, 200 outer steps)
 on the default job's network and protocol, for the best pixel and memory settings of
-``configs/sweeps/digits_memories_vs_pixels.py`` -- where the default job's own schedule (T=60, Adam 1e-3, 60 outer
+``configs/sweeps/digits_memories_vs_pixels.py`` -- where the then default job's schedule (T=60, Adam 1e-3, 60 outer
 steps, chosen on mnist5k) moved no member by more than 1.5 points on digits. Same validation split (last 18
 training images per class), 3 networks, seed 0.
 

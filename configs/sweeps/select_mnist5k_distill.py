@@ -5,7 +5,7 @@ real image; ``memory.init=pca``) and distills it with long unrolls and a low out
 short-horizon bias of T=20 suggests (see README, "Choosing the default recipe"). The variants trade unroll
 length against inner batch and outer steps at roughly equal CPU time. Scored on the validation split (the last
 50 training images per class); the best of the members that fit the default job's 10 minutes became the
-default job (T60_b5_60steps).
+default job (T60_b5_60steps; replaced since by the faster member of select_mnist5k_fast.py).
 
     python -m launch.sweep configs/sweeps/select_mnist5k_distill.py --cluster slurm --wait   # or --cluster local
     python -m launch.collect runs/sweeps/select_mnist5k_distill
