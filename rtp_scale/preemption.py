@@ -66,7 +66,8 @@ class StepAbandoned(BaseException):
 
 
 class StopRequest:
-    """SIGTERM/SIGUSR2 handlers that only raise a flag, asked at outer-step boundaries by the distill loop.
+    """SIGTERM/SIGUSR2 handlers that raise a flag, asked at outer-step boundaries by the distill loop, or inside
+    :meth:`abandonable` (one process) drop the step in progress at once.
 
     ``ctx`` is the run's :class:`~rtp_scale.distributed.RankContext` (for the agreement between ranks);
     ``first_step`` / ``last_step`` the outer steps the run starts from / ends at (``meta.steps``);

@@ -104,11 +104,11 @@ def test_distill_logs_recall_diversity_and_outer_lr(tmp_path):
     from rtp_scale.distill import run
 
     out = tmp_path / "run"
-    run(build_config(None, [*TINY, "memory.init=pca", "meta.schedule=cosine", f"run.out_dir={out}"]))
+    run(build_config(None, [*TINY, "memory.init=pca", "meta.schedule=cosine", "meta.lr=0.002", f"run.out_dir={out}"]))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "meta/loss" in line]
     assert len(rows) == 4
     lrs = [row["meta/lr"] for row in rows]
-    assert lrs[0] == pytest.approx(0.001) and lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
+    assert lrs[0] == pytest.approx(0.002) and lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]
     for row in rows:
         assert 1.0 < row["memory/effective_recalls"] <= 6.0  # 9 slots per class, but only K=6 bases to mix
         assert -1.0 <= row["memory/within_class_cosine"] < 0.99  # projected slots of different images

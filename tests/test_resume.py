@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from rtp_scale.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from rtp_scale.config import Config, build_config
+from rtp_scale.config import Config, MetaConfig, build_config
 from rtp_scale.distill import SANE_LIMIT, main, run
 from rtp_scale.errors import UserError
 from rtp_scale.methods.rtp import RtpMethod
@@ -25,6 +25,7 @@ from tests.conftest import TINY, run_module
 
 STEPS = ["meta.steps=3", "log.image_every=0"]
 DIVERGE = ["meta.lr=1e30", "meta.grad_clip=0"]
+DEFAULT_LR = MetaConfig().lr  # what a rerun without DIVERGE goes back to
 
 
 def _cfg(out, *extra):
@@ -93,7 +94,7 @@ def test_divergence_from_the_start_keeps_the_initial_state_and_a_lower_lr_resume
     results = run(_cfg(out))
     _assert_same_memory(straight, out)
     assert results["resumed_with_changes"] == [
-        {"step": 0, "changes": {"meta.lr": [1e30, 0.001], "meta.grad_clip": [0.0, 2.0]}}]
+        {"step": 0, "changes": {"meta.lr": [1e30, DEFAULT_LR], "meta.grad_clip": [0.0, 2.0]}}]
 
 
 def test_divergence_mid_run_keeps_the_last_good_checkpoint_bit_for_bit(tmp_path, straight, at_one):
@@ -102,7 +103,7 @@ def test_divergence_mid_run_keeps_the_last_good_checkpoint_bit_for_bit(tmp_path,
     proc = run_module("rtp_scale.distill", "--set", *TINY, *STEPS, *DIVERGE, f"run.out_dir={out}")
     line = _one_line_error(proc)
     assert "diverged at outer step 1" in line and "(outer step 1)" in line, line
-    assert "meta.lr 0.001 → 1e+30" in proc.stderr  # the resume with another lr was named, not silent
+    assert f"meta.lr {DEFAULT_LR:g} → 1e+30" in proc.stderr  # the resume with another lr was named, not silent
     assert (out / "checkpoint.pt").read_bytes() == good  # the sane state, untouched
     run(_cfg(out))
     _assert_same_memory(straight, out)
