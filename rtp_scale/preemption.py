@@ -131,8 +131,11 @@ class StopRequest:
     def abandon(self, step: int, save: Callable[[int], None]) -> None:
         """After :class:`StepAbandoned` in outer step ``step`` + 1: save the ``step`` steps done, raise Preempted."""
         save(step)
-        raise Preempted(step=step, total=self._last_step, checkpoint=self._checkpoint,
-                        signal_name=signal.Signals(self._signal).name)
+        raise self._stopped(step)
+
+    def _stopped(self, step: int) -> Preempted:
+        name = signal.Signals(self._signal).name if self._signal else "a peer rank"  # none here: another rank's
+        return Preempted(step=step, total=self._last_step, checkpoint=self._checkpoint, signal_name=name)
 
     # ------------------------------------------------------------------ the loop's side
     def requested(self) -> bool:
@@ -151,11 +154,9 @@ class StopRequest:
         :class:`Preempted`; after the last step save and give the signals back (module docstring)."""
         if self.requested():
             save(done)
-            raise Preempted(step=done, total=self._last_step, checkpoint=self._checkpoint,
-                            signal_name=signal.Signals(self._signal).name if self._signal else "a peer rank")
+            raise self._stopped(done)
         if done == self._last_step:
             save(done)  # the final phase may now be killed outright: its starting point must be on disk first
             self.restore()
             if self._signal is not None and self._ctx.world_size == 1:  # arrived between check and restore
-                raise Preempted(step=done, total=self._last_step, checkpoint=self._checkpoint,
-                                signal_name=signal.Signals(self._signal).name)
+                raise self._stopped(done)

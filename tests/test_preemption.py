@@ -1,6 +1,7 @@
 """Faults a run survives without losing work: a preemption signal (SIGTERM / SIGUSR2) stops it with a checkpoint
 (after the current outer step, or at once with the state before it when the signal comes during the step's
-meta-gradient), and a SIGKILL at any step loses only what the last checkpoint did not hold; either way the resumed run ends bit-identical to an uninterrupted one.
+meta-gradient), and a SIGKILL at any step loses only what the last checkpoint did not hold; either way the
+resumed run ends bit-identical to an uninterrupted one.
 
 ``checkpoint.every`` is far above ``meta.steps`` here, so the only checkpoint a stopped run can have is the
 one the signal made it write. The Slurm paths of the same guarantee (submitit, slurm/distill.sbatch) are in
