@@ -132,3 +132,24 @@ def test_flop_counter_counts_double_backward_of_a_conv():
     one_conv = 2 * n * c_out * side * side * c_in * 9
     # forward, weight grad, then through the weight grad: d/dx, d/d(dy) and dy -> x: five convolutions
     assert counter.get_total_flops() == 5 * one_conv
+
+
+def test_eval_benchmark_quick_run_writes_a_row_per_micro_batch(tmp_path):
+    proc = run_module("rtp_scale.bench", "eval", "--quick", "--micro-batches", "0,8", "--out", str(tmp_path),
+                      timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "bench_eval.json").read_text())
+    assert [row["micro_batch"] for row in result["rows"]] == [0, 8]
+    assert result["rows"][0]["speedup_vs_first_row"] == 1.0
+    assert all(row["seconds_per_epoch"] > 0 and len(row["all_seconds_per_epoch"]) == 1 for row in result["rows"])
+    assert result["images"] == 40 and result["model"]["width"] == 8
+    assert "whole" in proc.stdout and "speedup" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--micro-batches", "-1"], ["--micro-batches", "a"], ["--epochs", "0"],
+                                  ["--set", "eval.nope=1"]])
+def test_eval_benchmark_bad_input_is_one_line(args, tmp_path):
+    proc = run_module("rtp_scale.bench", "eval", *args, "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bench_eval.json").exists()

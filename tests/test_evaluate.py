@@ -193,3 +193,40 @@ def test_bad_input_is_one_line_without_traceback(args, needle):
     assert needle in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def _trained_params(norm: str, micro_batch: int, augment: str = "none") -> list:
+    """Parameters of one float64 evaluation network after 3 epochs on 37 images in minibatches of 16."""
+    import dataclasses
+
+    import torch
+
+    from rtp_scale.config import EvalConfig, ModelConfig
+    from rtp_scale.data.augment import Augmenter
+    from rtp_scale.eval import build_net, train_fresh_net
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 1, 8, 8, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (37,), generator=gen)
+    eval_cfg = EvalConfig(batch_size=16, micro_batch=micro_batch)
+    model_cfg = dataclasses.replace(ModelConfig(), width=8, depth=2, norm=norm)
+    net = build_net(model_cfg, channels=1, num_classes=10, image_size=(8, 8)).double()
+    train_fresh_net(net, x, y, eval_cfg=eval_cfg, epochs=3, augmenter=Augmenter(augment), seed=1, index=0)
+    return [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("micro_batch", [1, 5, 16])
+def test_micro_batched_training_takes_the_whole_minibatchs_steps(micro_batch):
+    """eval.micro_batch splits each minibatch's forward/backward into pieces (and the last, partial minibatch of
+    5 into pieces too): the SGD steps are the whole minibatch's, to float64 rounding, with augmentation on."""
+    import torch
+
+    whole = _trained_params("instance", 0, "crop_flip")
+    pieces = _trained_params("instance", micro_batch, "crop_flip")
+    for a, b in zip(whole, pieces):
+        torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-12)
+
+
+def test_batch_norm_networks_always_train_on_the_whole_minibatch():
+    """Batch statistics couple a minibatch's images: pieces would train another network, so none are cut."""
+    assert all(bool((a == b).all()) for a, b in zip(_trained_params("batch", 0), _trained_params("batch", 4)))

@@ -14,7 +14,8 @@ On a GPU:
 
 The other benchmarks: ``python -m rtp_scale.bench loader`` (FFCV vs torchvision ImageFolder real-batch
 sampling), ``python -m rtp_scale.bench scaling`` (processes and inner shards) and ``python -m rtp_scale.bench plan``
-(a recipe's memory per rank and communication, predicted); each has its own ``--help``.
+(a recipe's memory per rank and communication, predicted) and ``python -m rtp_scale.bench eval`` (evaluation
+training speed against ``eval.micro_batch``); each has its own ``--help``.
 """
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ def build_parser() -> OneLineParser:
     sub.add_parser("scaling", help="multi-process throughput and inner-shard memory (own flags)", add_help=False)
     sub.add_parser("plan", help="predicted memory per rank and bytes sent per outer step of a recipe (own flags)",
                    add_help=False)
+    sub.add_parser("eval", help="evaluation training speed against eval.micro_batch (own flags)", add_help=False)
     unroll = sub.add_parser("unroll", help="time and peak memory of one RtP outer step, full vs segmented, vs T",
                             description=UNROLL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     unroll.add_argument("--out", metavar="DIR", default="bench-results",
@@ -128,7 +130,8 @@ def build_parser() -> OneLineParser:
 
 
 # Benchmarks with their own parsers (``python -m rtp_scale.bench loader --help``): the rest of argv goes to them.
-DELEGATED = {"loader": "rtp_scale.bench.loader", "scaling": "rtp_scale.bench.scaling", "plan": "rtp_scale.bench.plan"}
+DELEGATED = {"loader": "rtp_scale.bench.loader", "scaling": "rtp_scale.bench.scaling", "plan": "rtp_scale.bench.plan",
+             "eval": "rtp_scale.bench.eval_speed"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from torch import nn
 from rtp_scale.config import EvalConfig, ModelConfig
 from rtp_scale.data.augment import Augmenter
 from rtp_scale.logging.progress import open_progress
-from rtp_scale.models import build_configured, init_params, load_params_
+from rtp_scale.models import build_configured, init_params, load_params_, uses_batch_statistics
 from rtp_scale.seeding import make_generator
 
 
@@ -84,6 +84,8 @@ def train_fresh_net(net: nn.Module, x_NCHW: torch.Tensor, targets: torch.Tensor,
                           weight_decay=eval_cfg.weight_decay)
     n = len(x_NCHW)
     batch = min(eval_cfg.batch_size, n)
+    # Batch norm couples the images of a minibatch, so only the whole minibatch gives its loss.
+    piece = batch if uses_batch_statistics(net) else (eval_cfg.micro_batch or batch)
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = _lr_at(eval_cfg, epoch, epochs)
@@ -94,9 +96,13 @@ def train_fresh_net(net: nn.Module, x_NCHW: torch.Tensor, targets: torch.Tensor,
             xb = x_NCHW[idx]
             if augmenter.enabled:
                 xb = augmenter(xb, aug_gen)
-            loss = F.cross_entropy(net(xb), targets[idx])
+            tb = targets[idx]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # The minibatch's mean loss as a sum over pieces, each back-propagated on its own: the same
+            # gradient with one piece's activations alive at a time, which the CPU's caches hold.
+            for lo in range(0, len(idx), piece):
+                loss = F.cross_entropy(net(xb[lo:lo + piece]), tb[lo:lo + piece], reduction="sum") / len(idx)
+                loss.backward()
             opt.step()
         if on_step is not None:
             on_step()
