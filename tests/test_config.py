@@ -117,6 +117,20 @@ def test_eval_protocol_asked_for_an_artifact_replaces_its_recorded_evaluation():
     assert (same.eval.num_nets, same.eval.batch_size) == (2, 100) and overridden == []
 
 
+def test_an_artifact_from_before_eval_micro_batch_is_evaluated_on_whole_minibatches_as_its_run_was():
+    from rtp_scale.memory.artifact import config_for_artifact
+
+    recorded = build_config(None, []).to_dict()
+    new = {"evaluation": {section: recorded[section] for section in ("data", "model", "eval", "run")}}
+    old = {"evaluation": {**new["evaluation"], "eval": {k: v for k, v in recorded["eval"].items()
+                                                        if k != "micro_batch"}}}
+    assert config_for_artifact("a.safetensors", new, recipe=None, overrides=[])[0].eval.micro_batch == 32
+    cfg, overridden, _ = config_for_artifact("a.safetensors", old, recipe=None, overrides=[])
+    assert cfg.eval.micro_batch == 0 and overridden == []
+    assert config_for_artifact("a.safetensors", old, recipe=None,
+                               overrides=["eval.micro_batch=16"])[0].eval.micro_batch == 16
+
+
 def test_memory_init_auto_is_pca_for_memories_and_real_for_pixels_and_is_recorded_resolved(tmp_path):
     assert build_config(None, []).memory.init == "pca"
     assert build_config(None, ["memory.kind=pixel"]).memory.init == "real"

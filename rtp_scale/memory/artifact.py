@@ -87,7 +87,10 @@ def recorded_settings(meta: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], 
     """(settings, complete): the artifact's recorded :data:`EVALUATION_KEYS`; for a file written before they were
     recorded, the few it does know (the dataset and whether it was whitened) and ``complete=False``."""
     if "evaluation" in meta:
-        return meta["evaluation"], True
+        settings = {section: dict(table) for section, table in meta["evaluation"].items()}
+        # Written before eval.micro_batch existed, so its run trained on whole minibatches: keep that order of sums.
+        settings.setdefault("eval", {}).setdefault("micro_batch", 0)
+        return settings, True
     known: dict[str, Any] = {}
     if meta.get("dataset_name"):
         known["name"] = meta["dataset_name"]
