@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from rtp_scale.bench.__main__ import _positive_int as _positive
 from rtp_scale.errors import run_cli
 
 
@@ -32,16 +33,6 @@ def _micro_batches(text: str) -> list[int]:
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: micro-batches are integers >= 0 (0 = the whole minibatch)")
     return list(dict.fromkeys(values))
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
 
 
 def measure(*, micro_batches: list[int], images: int, epochs: int, repeats: int, overrides: list[str]) -> dict:
