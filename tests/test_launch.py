@@ -87,6 +87,21 @@ def test_every_shipped_sweep_expands_into_valid_configs(tmp_path, path):
     assert members and len({m["name"] for m in members}) == len(members)
 
 
+def test_digits_seed_sweep_repeats_the_comparisons_digits_members_at_seeds_1_and_2(tmp_path):
+    def configs(name):
+        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        by_member = {}
+        for m in members:
+            run = {k: v for k, v in m["config"]["run"].items() if k not in ("seed", "out_dir")}
+            by_member[(m["grid"]["variant"], m["config"]["run"]["seed"])] = {**m["config"], "run": run}
+        return by_member
+
+    parent, seeds = configs("compare_default_protocol"), configs("compare_default_protocol_digits_seeds")
+    digits = {variant for variant, _ in parent if variant.startswith("digits")}
+    assert len(digits) == 16 and set(seeds) == {(v, s) for v in digits for s in (1, 2)}
+    assert all(config == parent[(variant, 0)] for (variant, _), config in seeds.items())
+
+
 def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
     members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/ablation_unroll_mnist5k.py"), tmp_path)
     cells = {(m["config"]["inner"]["steps"], m["config"]["inner"]["momentum"]) for m in members}
