@@ -16,15 +16,16 @@ pixels). Per dataset and budget:
 - ``frepo_*``: FRePo as in the comparison cells (pool of 10, LAMB 3e-3 with cosine decay, relative ridge 0.01;
   300 outer steps on mnist5k, 400 on digits; learned labels on pixel sets).
 
-RtP on mnist5k memories is the default job itself: its validation run is ``select_mnist5k_coeff_l2``'s member
-``l2_1e-4`` (the identical config). Memories: mnist5k 16 bases at 14x14 (the default's); digits 4 bases at 8x8
+RtP on mnist5k memories is the default job itself, so it is not a member here: its validation run is
+``python -m rtp_scale.distill --set data.val_per_class=50 data.eval_split=val`` (the config of
+``select_mnist5k_coeff_l2``'s member ``l2_1e-4``). Memories: mnist5k 16 bases at 14x14 (the default's); digits 4 bases at 8x8
 (1 IPC) and 16 at 8x8 (10 IPC), the better shapes of ``digits_memories_vs_pixels``.
 
     OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/compare_default_protocol.py --cluster local --cpus 1 --array-parallelism 2 --wait
     python -m launch.collect runs/sweeps/compare_default_protocol
 
 Scored on the validation split (mnist5k: the last 50 training images per class; digits: the last 18), seed 0;
-each method's better member is then evaluated on the test split (README, "Method comparison under the default
+the starts, RtP's sets and each cell's best sets are then evaluated on the test split (README, "Method comparison under the default
 job's protocol"). The digits members at seeds 1 and 2: ``compare_default_protocol_digits_seeds.py``.
 
 Hardware: a 2-core Intel Xeon VM, two members side by side on one thread each: digits members under 2 minutes,
