@@ -24,6 +24,7 @@ from conftest import ROOT, TINY, logged_steps, run_module
 from launch import collect as collect_mod
 from launch import sweep as sweep_mod
 from launch.task import DistillTask, distributed_env
+from rtp_scale.config import load_config
 
 SMOKE = ROOT / "configs" / "sweeps" / "smoke.py"
 
@@ -101,6 +102,23 @@ def test_digits_seed_sweep_repeats_the_comparisons_digits_members_at_seeds_1_and
     assert len(digits) == 16 and set(seeds) == {(v, s) for v in digits for s in (1, 2)}
     assert all(config == parent[(variant, 0)] for (variant, _), config in seeds.items())
 
+
+def test_mnist5k_seed_sweep_repeats_the_memory_rows_and_runs_the_default_job_on_validation(tmp_path):
+    def configs(name):
+        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        return {(m["grid"]["variant"], m["config"]["run"]["seed"]): m["config"] for m in members}
+
+    def without_run(config):  # and without the recipe's notes
+        return {k: v for k, v in config.items() if k not in ("run", "recipe")}
+
+    parent, seeds = configs("compare_default_protocol"), configs("compare_default_protocol_mnist5k_seeds")
+    repeated = {"mnist5k_ipc1_dd_memories", "mnist5k_ipc1_frepo_memories", "mnist5k_ipc1_start_memories",
+                "mnist5k_ipc1_start_pixels"}
+    assert set(seeds) == {(v, s) for v in repeated | {"mnist5k_ipc1_rtp_memories"} for s in (1, 2)}
+    assert all(without_run(seeds[(v, s)]) == without_run(parent[(v, 0)]) for v in repeated for s in (1, 2))
+    # the default job, scored on validation: what README's command distils, with the sweep's log override
+    default_job = load_config(None, ["data.val_per_class=50", "data.eval_split=val", "log.image_every=0"]).to_dict()
+    assert all(without_run(seeds[("mnist5k_ipc1_rtp_memories", s)]) == without_run(default_job) for s in (1, 2))
 
 def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
     members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/ablation_unroll_mnist5k.py"), tmp_path)
