@@ -447,6 +447,11 @@ class DistConfig:
     """Unrolls per outer step (each its own network init, real batch and augmentation draw)."""
     inner_shards: int = 1
     """Processes that share one unroll by splitting its synthetic minibatch."""
+    batch_unrolls: bool = False
+    """Run a process's unrolls of one outer step (``meta_batch`` / replicas of them) as one unroll of that many
+    stacked networks (``torch.func.vmap``) instead of one after another: the same meta-gradient up to float
+    rounding (checked in float64), in fewer, larger kernels. RtP only, with every unroll of the same length
+    (not ``unroll.mode=truncated``) and one recall shared by all (``memory.query_mix=0``)."""
 
     def __post_init__(self) -> None:
         _positive("dist", "meta_batch", self.meta_batch)
@@ -521,6 +526,21 @@ class Config:
         if self.unroll.offload and self.unroll.mode == "full":
             raise UserError("unroll.offload needs unroll.mode=segmented or truncated (full mode keeps no boundary states)")
         self._check_method()
+        self._check_batched_unrolls()
+
+    def _check_batched_unrolls(self) -> None:
+        if not self.dist.batch_unrolls:
+            return
+        # each refusal names the setting that makes the unrolls of one step differ in shape
+        if self.method.name != "rtp":
+            raise UserError(f"dist.batch_unrolls=true batches RtP unrolls; method.name={self.method.name} runs its "
+                            f"unrolls one by one (set dist.batch_unrolls=false)")
+        if self.unroll.mode == "truncated":
+            raise UserError("dist.batch_unrolls=true needs unrolls of one length; unroll.mode=truncated draws a "
+                            "length per unroll (use segmented or full mode, or dist.batch_unrolls=false)")
+        if self.memory.query_mix > 0:
+            raise UserError("dist.batch_unrolls=true needs one recall shared by the unrolls; memory.query_mix > 0 "
+                            "recalls per unroll (set memory.query_mix=0 or dist.batch_unrolls=false)")
 
     def _check_method(self) -> None:
         method = self.method.name

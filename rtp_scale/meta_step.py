@@ -28,17 +28,24 @@ def reduced_meta_gradient(cfg: Config, ctx: RankContext, method, memory: nn.Modu
     lr_grad = torch.zeros_like(lrs)
     metrics: dict[str, float] = {}
     mine = ctx.unrolls(cfg.dist.meta_batch)
-    for j in mine:
+    common = dict(lrs=lrs if learn_lrs else lrs.detach(), scale=ctx.grad_scale(cfg.dist.meta_batch),
+                  shard=ctx.shard, num_shards=ctx.inner_shards, reduce_grad=ctx.reduce_grad)
+
+    def draw(j: int) -> tuple[Tensor, Tensor, torch.Generator]:
         # the unroll's randomness depends on (seed, step, j) only, not on the rank running it
         generator = make_generator(cfg.run.seed, "unroll", step, j)
         real_x, real_y = sample_real(generator)
-        unroll_metrics, lr_g = method.meta_gradient(
-            memory, real_x, real_y, lrs=lrs if learn_lrs else lrs.detach(), generator=generator,
-            scale=ctx.grad_scale(cfg.dist.meta_batch), shard=ctx.shard, num_shards=ctx.inner_shards,
-            reduce_grad=ctx.reduce_grad)
+        return real_x, real_y, generator
+
+    if cfg.dist.batch_unrolls and len(mine) > 1:
+        results = [method.batched_meta_gradient(memory, [draw(j) for j in mine], **common)]
+    else:  # one by one, each real batch drawn when its unroll starts
+        results = [method.meta_gradient(memory, real_x, real_y, generator=generator, **common)
+                   for real_x, real_y, generator in map(draw, mine)]
+    for unroll_metrics, lr_g in results:
         if lr_g is not None:
             lr_grad += lr_g
         for k, v in unroll_metrics.items():
-            metrics[k] = metrics.get(k, 0.0) + v / len(mine)
+            metrics[k] = metrics.get(k, 0.0) + v / len(results)
     grads = [p.grad for p in params] + ([lr_grad] if learn_lrs else [])
     return ctx.sum_grads_(grads, metrics), lr_grad  # one all-reduce: gradients + the step's metrics

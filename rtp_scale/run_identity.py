@@ -16,10 +16,11 @@ resumed run names each one that changed (old -> new) on stderr, in every later c
 - ``meta.steps``: extend (or shorten) a run; only under ``meta.schedule=constant`` (a cosine schedule is
   a function of ``meta.steps``, so its remaining steps would differ) and never below the checkpoint's step;
 - ``meta.lr``, ``meta.grad_clip``, ``meta.lr_lr``: the recovery from a divergence ("lower the lr and resume");
-- ``run.device``, ``dist.inner_shards``, ``unroll.segment``, ``unroll.offload``, ``unroll.outer_chunk``,
-  ``unroll.memory_budget_mb``: how the same exact meta-gradient is computed (device, sharding of the inner
-  batch, memory-for-recompute); they change floating-point rounding, not the computation
-  (``unroll.precision`` does change it, so it is part of the identity);
+- ``run.device``, ``dist.inner_shards``, ``dist.batch_unrolls``, ``unroll.segment``, ``unroll.offload``,
+  ``unroll.outer_chunk``, ``unroll.memory_budget_mb``: how the same exact meta-gradient is computed (device,
+  sharding of the inner batch, unrolls one by one or stacked, memory-for-recompute); they change
+  floating-point rounding, not the computation (``unroll.precision`` does change it, so it is part of the
+  identity);
 - ``data.root``: where the dataset lives (moving a copy must not strand a run; the dataset's name, shape and
   preprocessing stay in the identity).
 
@@ -54,6 +55,7 @@ MAY_CHANGE_ON_RESUME: dict[str, str] = {
     "meta.lr_lr": "recovery from a divergence",
     "run.device": "same computation, the device's rounding",
     "dist.inner_shards": "same computation, sharded inner batch",
+    "dist.batch_unrolls": "same computation, a step's unrolls stacked into one",
     "unroll.segment": "same exact gradient, another memory/recompute trade",
     "unroll.offload": "same exact gradient, boundary states in host memory",
     "unroll.outer_chunk": "same exact gradient, another memory/recompute trade",

@@ -153,3 +153,25 @@ def test_eval_benchmark_bad_input_is_one_line(args, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "bench_eval.json").exists()
+
+
+def test_batched_benchmark_quick_run_times_both_ways_and_checks_their_gradients_agree(tmp_path):
+    proc = run_module("rtp_scale.bench", "batched", "--quick", "--out", str(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "bench_batched.json").read_text())
+    (row,) = result["rows"]
+    assert row["meta_batch"] == 2 and len(row["all_one_by_one_s"]) == len(row["all_stacked_s"]) == 1
+    assert row["one_by_one_unrolls_per_s"] == pytest.approx(2 / row["one_by_one_s"])
+    # both ways compute the same step: they differ by float32 rounding, not by an unroll
+    assert 0 <= row["max_rel_grad_difference"] < 1e-4
+    assert result["inner_steps"] == 3 and result["model"]["width"] == 8
+    assert "stacked" in proc.stdout and "speedup" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--meta-batches", "1"], ["--meta-batches", "x"], ["--repeats", "0"],
+                                  ["--set", "dist.nope=1"]])
+def test_batched_benchmark_bad_input_is_one_line(args, tmp_path):
+    proc = run_module("rtp_scale.bench", "batched", *args, "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "bench_batched.json").exists()

@@ -4,7 +4,8 @@
 - offloaded boundary states make the round trip to pinned host memory and back bit-exactly;
 - a killed and resumed distillation on CUDA ends bit-identical to an uninterrupted one, with deterministic
   algorithms on;
-- FFCV batches land on CUDA with exactly the in-memory backend's values.
+- FFCV batches land on CUDA with exactly the in-memory backend's values;
+- a step's unrolls stacked into one (``dist.batch_unrolls``) equal them one by one in float64 on CUDA.
 """
 from __future__ import annotations
 
@@ -91,3 +92,17 @@ def test_ffcv_batches_onto_cuda_equal_the_memory_backend(tmp_path):
         x_mem, y_mem = memory.sample(make_generator(0, "gpu-check", step))
         x_ffcv, y_ffcv = stream.sample(make_generator(0, "gpu-check", step))
         assert x_ffcv.is_cuda and torch.equal(x_ffcv, x_mem) and torch.equal(y_ffcv, y_mem)
+
+
+def test_cuda_stacked_unrolls_equal_the_unrolls_one_by_one_in_float64():
+    from rtp_scale.config import build_config
+    from rtp_scale.distributed import RankContext
+    from tests.dist_worker import step_gradients
+    from tests.test_batched_unrolls import assert_same
+
+    alone = RankContext(rank=0, world_size=1, device=torch.device("cuda"), inner_shards=1)
+    results = [step_gradients(build_config(None, [*TINY, "run.device=cuda", "run.out_dir=/nonexistent",
+                                                  "dist.meta_batch=3", f"dist.batch_unrolls={flag}"]),
+                              alone, float64=True) for flag in ("false", "true")]
+    assert all(g.is_cuda for g in results[1]["grads"].values())
+    assert_same(*results, rtol=1e-12)

@@ -90,6 +90,8 @@ def build_parser() -> OneLineParser:
     sub.add_parser("plan", help="predicted memory per rank and bytes sent per outer step of a recipe (own flags)",
                    add_help=False)
     sub.add_parser("eval", help="evaluation training speed against eval.micro_batch (own flags)", add_help=False)
+    sub.add_parser("batched", help="unrolls per second with dist.meta_batch > 1 on one process, one by one vs "
+                   "stacked (own flags)", add_help=False)
     unroll = sub.add_parser("unroll", help="time and peak memory of one RtP outer step, full vs segmented, vs T",
                             description=UNROLL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     unroll.add_argument("--out", metavar="DIR", default="bench-results",
@@ -131,7 +133,7 @@ def build_parser() -> OneLineParser:
 
 # Benchmarks with their own parsers (``python -m rtp_scale.bench loader --help``): the rest of argv goes to them.
 DELEGATED = {"loader": "rtp_scale.bench.loader", "scaling": "rtp_scale.bench.scaling", "plan": "rtp_scale.bench.plan",
-             "eval": "rtp_scale.bench.eval_speed"}
+             "eval": "rtp_scale.bench.eval_speed", "batched": "rtp_scale.bench.batched"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 from rtp_scale.config import Config
 from rtp_scale.data.augment import AugmentDraw, Augmenter
@@ -85,15 +86,25 @@ def mixed_recall(memory: nn.Module, y_all: Tensor, per_class: int, *, prob: floa
     return x_BR.reshape(-1, *x_BR.shape[2:]), q_BC.repeat_interleave(per_class, dim=0)
 
 
-def real_batch_loss(net: nn.Module, real_x: Tensor, real_y: Tensor, chunk: int) -> ChunkedLoss:
-    """Mean cross-entropy of the network on the real batch, as parts of at most ``chunk`` images (0: one part)."""
-    n = len(real_y)
+def stacked_forward(net: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+    """``(params with a leading axis M, x [M, b, ...]) -> logits [M, b, classes]``: M networks of ``net``'s
+    architecture, each on its own batch, in one vectorised call (``torch.func.vmap``)."""
+    return vmap(lambda params, x: functional_call(net, params, (x,)))
+
+
+def real_batch_loss(net: nn.Module, real_x: Tensor, real_y: Tensor, chunk: int, *, stacked: bool = False) -> ChunkedLoss:
+    """Mean cross-entropy of the network on the real batch, as parts of at most ``chunk`` images (0: one part).
+
+    With ``stacked``, the parameters carry a leading axis of M networks, ``real_x`` is [M, n, ...] and ``real_y``
+    [M, n] (one batch per network), and the loss is the sum of the M networks' mean cross-entropies."""
+    n = real_y.shape[-1]
     step = chunk or n
+    forward = stacked_forward(net) if stacked else (lambda params, x: functional_call(net, params, (x,)))
 
     def part(rows: slice):
         def loss(params: dict[str, Tensor]) -> Tensor:
-            logits = functional_call(net, params, (real_x[rows],))
-            return F.cross_entropy(logits, real_y[rows], reduction="sum") / n
+            logits = forward(params, real_x[:, rows] if stacked else real_x[rows])
+            return F.cross_entropy(logits.flatten(0, -2), real_y[..., rows].flatten(), reduction="sum") / n
         return loss
 
     return ChunkedLoss(tuple(part(slice(s, s + step)) for s in range(0, n, step)))
@@ -147,6 +158,47 @@ class RtpMethod:
             return T
         return int(torch.randint(window, T + 1, (1,), generator=generator))
 
+    def _draw_unroll(self, generator: torch.Generator, num_classes: int, per_class: int, device: torch.device,
+                     dtype: torch.dtype) -> tuple[dict[str, Tensor], UnrollPlan]:
+        """One unroll's fresh network and plan, drawn from its generator in a fixed order."""
+        params0 = {k: v.to(device=device, dtype=dtype) for k, v in init_params(self.net, generator).items()}
+        steps = self.unroll_length(generator)
+        plan = draw_plan(num_classes=num_classes, images_per_class=per_class,
+                         batch_per_class=self.cfg.inner.batch_per_class, steps=steps, max_steps=self.cfg.inner.steps,
+                         augmenter=self.augmenter, generator=generator, device=device, dtype=dtype)
+        return params0, plan
+
+    def _minibatch(self, images: Tensor, labels: Tensor, plan: UnrollPlan, t: int,
+                   columns: slice) -> tuple[Tensor, Tensor]:
+        """Step ``t``'s (augmented) minibatch of the recalled images, this shard's columns of it."""
+        idx = plan.batch_idx_TB[t]
+        xb = images[idx]
+        if plan.augment is not None:
+            xb = self.augmenter.apply(xb, plan.augment)
+        return xb[columns], labels[idx][columns]
+
+    def _unroll_into_memory(self, memory: nn.Module, x_all: Tensor, *, inner_loss, outer_loss: ChunkedLoss,
+                            params0: dict[str, Tensor], steps: int, lrs: Tensor, scale: float, unrolls: int,
+                            reduce_grad: GradReducer) -> tuple[dict[str, float], Tensor | None]:
+        """Run the engine, push ``scale *`` its gradient (and ``unrolls`` regularisers, one per unroll the loss
+        sums) into the memory; metrics are means over the ``unrolls``."""
+        cfg = self.cfg
+        leaf = x_all.detach().requires_grad_(True)
+        result = unroll_meta_grad(inner_loss=inner_loss, outer_loss=outer_loss, params0=params0, meta=(leaf,),
+                                  steps=steps, lrs=lrs[:steps], momentum=cfg.inner.momentum,
+                                  weight_decay=cfg.inner.weight_decay, policy=self.policy, reduce_grad=reduce_grad)
+        regulariser = push_to_memory(memory, x_all, result.meta_grads[0], coeff_l2=cfg.memory.coeff_l2 * unrolls,
+                                     scale=scale) / unrolls
+
+        lr_grad = None
+        if result.lr_grad is not None:
+            lr_grad = torch.zeros_like(lrs)
+            lr_grad[:steps] = scale * result.lr_grad
+        metrics = {"meta/loss": result.outer_loss / unrolls, "meta/regulariser": regulariser,
+                   "inner/loss_first": result.inner_losses[0] / unrolls,
+                   "inner/loss_last": result.inner_losses[-1] / unrolls, "inner/steps": float(steps)}
+        return metrics, lr_grad
+
     def meta_gradient(self, memory: nn.Module, real_x: Tensor, real_y: Tensor, *, lrs: Tensor,
                       generator: torch.Generator, scale: float = 1.0, shard: int = 0, num_shards: int = 1,
                       reduce_grad: GradReducer = None) -> tuple[dict[str, float], Tensor | None]:
@@ -158,43 +210,49 @@ class RtpMethod:
         x_all, y_all = memory.class_images()
         num_classes = memory.meta["num_classes"]
         per_class = len(y_all) // num_classes
-        device, dtype = x_all.device, x_all.dtype
-
-        params0 = {k: v.to(device=device, dtype=dtype) for k, v in init_params(self.net, generator).items()}
-        steps = self.unroll_length(generator)
-        plan = draw_plan(num_classes=num_classes, images_per_class=per_class,
-                         batch_per_class=cfg.inner.batch_per_class, steps=steps, max_steps=cfg.inner.steps,
-                         augmenter=self.augmenter, generator=generator, device=device, dtype=dtype)
+        params0, plan = self._draw_unroll(generator, num_classes, per_class, x_all.device, x_all.dtype)
         if cfg.memory.query_mix > 0:
             # drawn after the plan, so that query_mix=0 consumes exactly the random stream it always did
             x_all, y_all = mixed_recall(memory, y_all, per_class, prob=cfg.memory.query_mix, generator=generator)
         width = plan.batch_idx_TB.shape[1]
         columns = shard_columns(width, shard, num_shards)
-        net, augmenter = self.net, self.augmenter
+        net = self.net
 
         def inner_loss(params: dict[str, Tensor], t: int, meta: tuple[Tensor, ...]) -> Tensor:
-            (images,) = meta
-            idx = plan.batch_idx_TB[t]
-            xb = images[idx]
-            if plan.augment is not None:
-                xb = augmenter.apply(xb, plan.augment)
-            xb, yb = xb[columns], y_all[idx][columns]
+            xb, yb = self._minibatch(meta[0], y_all, plan, t, columns)
             # sum / full width: the shards' losses add up to the mean over the whole minibatch
             return F.cross_entropy(functional_call(net, params, (xb,)), yb, reduction="sum") / width
 
-        outer_loss = real_batch_loss(net, real_x, real_y, cfg.unroll.outer_chunk)
+        return self._unroll_into_memory(
+            memory, x_all, inner_loss=inner_loss, outer_loss=real_batch_loss(net, real_x, real_y, cfg.unroll.outer_chunk),
+            params0=params0, steps=plan.steps, lrs=lrs, scale=scale, unrolls=1, reduce_grad=reduce_grad)
 
-        leaf = x_all.detach().requires_grad_(True)
-        result = unroll_meta_grad(inner_loss=inner_loss, outer_loss=outer_loss, params0=params0, meta=(leaf,),
-                                  steps=steps, lrs=lrs[:steps], momentum=cfg.inner.momentum,
-                                  weight_decay=cfg.inner.weight_decay, policy=self.policy, reduce_grad=reduce_grad)
-        regulariser = push_to_memory(memory, x_all, result.meta_grads[0], coeff_l2=cfg.memory.coeff_l2, scale=scale)
+    def batched_meta_gradient(self, memory: nn.Module, draws: list[tuple[Tensor, Tensor, torch.Generator]], *,
+                              lrs: Tensor, scale: float = 1.0, shard: int = 0, num_shards: int = 1,
+                              reduce_grad: GradReducer = None) -> tuple[dict[str, float], Tensor | None]:
+        """``meta_gradient`` of every ``(real_x, real_y, generator)`` in ``draws`` as ONE unroll of stacked networks
+        (``dist.batch_unrolls``): the inner and outer losses are the sums of the unrolls' losses, whose networks
+        do not interact, so the engine's gradient is the sum of their gradients. Each unroll draws its network and
+        plan from its own generator exactly as ``meta_gradient`` does; returns the means of their metrics and the
+        sum of their ``scale *`` lr gradients."""
+        cfg = self.cfg
+        x_all, y_all = memory.class_images()
+        num_classes = memory.meta["num_classes"]
+        per_class = len(y_all) // num_classes
+        starts = [self._draw_unroll(g, num_classes, per_class, x_all.device, x_all.dtype) for _, _, g in draws]
+        plans = [plan for _, plan in starts]
+        steps = plans[0].steps  # one length: the config refuses truncated mode's per-unroll lengths
+        params0 = {name: torch.stack([p[name] for p, _ in starts]) for name in starts[0][0]}
+        width = plans[0].batch_idx_TB.shape[1]
+        columns = shard_columns(width, shard, num_shards)
+        forward = stacked_forward(self.net)
 
-        lr_grad = None
-        if result.lr_grad is not None:
-            lr_grad = torch.zeros_like(lrs)
-            lr_grad[:steps] = scale * result.lr_grad
-        metrics = {"meta/loss": result.outer_loss, "meta/regulariser": regulariser,
-                   "inner/loss_first": result.inner_losses[0], "inner/loss_last": result.inner_losses[-1],
-                   "inner/steps": float(steps)}
-        return metrics, lr_grad
+        def inner_loss(params: dict[str, Tensor], t: int, meta: tuple[Tensor, ...]) -> Tensor:
+            batches = [self._minibatch(meta[0], y_all, plan, t, columns) for plan in plans]
+            logits = forward(params, torch.stack([xb for xb, _ in batches]))
+            return F.cross_entropy(logits.flatten(0, 1), torch.cat([yb for _, yb in batches]), reduction="sum") / width
+
+        outer_loss = real_batch_loss(self.net, torch.stack([x for x, _, _ in draws]),
+                                     torch.stack([y for _, y, _ in draws]), cfg.unroll.outer_chunk, stacked=True)
+        return self._unroll_into_memory(memory, x_all, inner_loss=inner_loss, outer_loss=outer_loss, params0=params0,
+                                        steps=steps, lrs=lrs, scale=scale, unrolls=len(draws), reduce_grad=reduce_grad)
