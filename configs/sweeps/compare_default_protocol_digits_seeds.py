@@ -1,7 +1,8 @@
 """Distillation seeds 1 and 2 of ``compare_default_protocol.py``'s digits cells (seed 0 is in that sweep).
 
 The digits members take a minute each, so their rows can be reported over three distillation seeds; the
-mnist5k members (3-12 minutes each) stay at seed 0. Same members, configs and resources as the parent sweep:
+mnist5k memory rows and starts at seeds 1 and 2 are ``compare_default_protocol_mnist5k_seeds.py``. Same members,
+configs and resources as the parent sweep:
 
     OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/compare_default_protocol_digits_seeds.py --cluster local --cpus 1 --array-parallelism 2 --wait
     python -m launch.collect runs/sweeps/compare_default_protocol_digits_seeds

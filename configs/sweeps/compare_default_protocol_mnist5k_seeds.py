@@ -10,7 +10,9 @@ points below every memory at seed 0, stay at seed 0. Same configs and resources 
     OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/compare_default_protocol_mnist5k_seeds.py --cluster local --cpus 1 --array-parallelism 2 --wait
     python -m launch.collect runs/sweeps/compare_default_protocol_mnist5k_seeds
 
-Hardware: a 2-core AMD EPYC VM, two members side by side on one thread each, about 80 minutes for the ten.
+Hardware: a 2-core AMD EPYC VM, two members side by side on one thread each: 50 minutes for the ten (DD's
+members 20 minutes each with their evaluation, the random-real ones half a minute); their test evaluations
+5-6 minutes each.
 """
 import runpy
 from pathlib import Path
