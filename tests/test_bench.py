@@ -146,13 +146,17 @@ def test_eval_benchmark_quick_run_writes_a_row_per_micro_batch(tmp_path):
     assert "whole" in proc.stdout and "speedup" in proc.stdout
 
 
-@pytest.mark.parametrize("args", [["--micro-batches", "-1"], ["--micro-batches", "a"], ["--epochs", "0"],
-                                  ["--set", "eval.nope=1"]])
-def test_eval_benchmark_bad_input_is_one_line(args, tmp_path):
-    proc = run_module("rtp_scale.bench", "eval", *args, "--out", str(tmp_path), timeout=60)
+@pytest.mark.parametrize("benchmark, args", [
+    ("eval", ["--micro-batches", "-1"]), ("eval", ["--micro-batches", "a"]), ("eval", ["--epochs", "0"]),
+    ("eval", ["--set", "eval.nope=1"]),
+    ("batched", ["--meta-batches", "1"]), ("batched", ["--meta-batches", "x"]), ("batched", ["--repeats", "0"]),
+    ("batched", ["--set", "dist.nope=1"]),
+])
+def test_eval_and_batched_benchmarks_bad_input_is_one_line(benchmark, args, tmp_path):
+    proc = run_module("rtp_scale.bench", benchmark, *args, "--out", str(tmp_path), timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert not (tmp_path / "bench_eval.json").exists()
+    assert not (tmp_path / f"bench_{benchmark}.json").exists()
 
 
 def test_batched_benchmark_quick_run_times_both_ways_and_checks_their_gradients_agree(tmp_path):
@@ -166,12 +170,3 @@ def test_batched_benchmark_quick_run_times_both_ways_and_checks_their_gradients_
     assert 0 <= row["max_rel_grad_difference"] < 1e-4
     assert result["inner_steps"] == 3 and result["model"]["width"] == 8
     assert "stacked" in proc.stdout and "speedup" in proc.stdout
-
-
-@pytest.mark.parametrize("args", [["--meta-batches", "1"], ["--meta-batches", "x"], ["--repeats", "0"],
-                                  ["--set", "dist.nope=1"]])
-def test_batched_benchmark_bad_input_is_one_line(args, tmp_path):
-    proc = run_module("rtp_scale.bench", "batched", *args, "--out", str(tmp_path), timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert not (tmp_path / "bench_batched.json").exists()

@@ -14,12 +14,14 @@ On a GPU:
 
 The other benchmarks: ``python -m rtp_scale.bench loader`` (FFCV vs torchvision ImageFolder real-batch
 sampling), ``python -m rtp_scale.bench scaling`` (processes and inner shards) and ``python -m rtp_scale.bench plan``
-(a recipe's memory per rank and communication, predicted) and ``python -m rtp_scale.bench eval`` (evaluation
-training speed against ``eval.micro_batch``); each has its own ``--help``.
+(a recipe's memory per rank and communication, predicted), ``python -m rtp_scale.bench eval`` (evaluation
+training speed against ``eval.micro_batch``) and ``python -m rtp_scale.bench batched`` (several unrolls per
+process, one by one vs stacked); each has its own ``--help``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -68,6 +70,28 @@ def _int_at_least(minimum: int):
 
 
 _positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _int_list_at_least(minimum: int, what: str):
+    """An argparse type: a comma-separated list of integers >= ``minimum`` (``what`` names them in the error),
+    duplicates dropped, order kept."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: {what} are integers >= {minimum}")
+        return list(dict.fromkeys(values))
+    return parse
+
+
+def write_result(out: Path, name: str, result: dict, table: str) -> None:
+    """Print a benchmark's table and write its JSON to ``out/name``."""
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(result, indent=1))
+    print(f"wrote {out / name}")
 
 
 def _non_negative_float(text: str) -> float:

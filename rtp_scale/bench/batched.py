@@ -14,29 +14,18 @@ OUT/bench_batched.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from rtp_scale.bench.__main__ import _positive_int
+from rtp_scale.bench.__main__ import _int_list_at_least, _positive_int, write_result
 from rtp_scale.errors import run_cli
 
 DEFAULT_OVERRIDES = ["inner.steps=10", "log.tensorboard=false"]
 """The default job's network, memory and inner batch, with a 10-step unroll (an outer step's work per inner step
 does not depend on T)."""
-
-
-def _meta_batches(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: meta-batches are integers >= 2 (1 unroll has nothing to stack)")
-    return list(dict.fromkeys(values))
 
 
 def measure(*, meta_batches: list[int], repeats: int, overrides: list[str], device: str = "cpu") -> dict:
@@ -102,8 +91,8 @@ def measure(*, meta_batches: list[int], repeats: int, overrides: list[str], devi
 
 def table(result: dict) -> str:
     model = result["model"]
-    lines = [f"unrolls per process on {result['device']}: {model['name']}-{model['width']}-{model['depth']}, T={result['inner_steps']}, "
-             f"inner batch {result['inner_batch']}, {result['unroll_mode']} mode, median of {result['repeats']} "
+    lines = [f"unrolls per process on {result['device']}: {model['name']}-{model['width']}-{model['depth']}, "
+             f"T={result['inner_steps']}, inner batch {result['inner_batch']}, {result['unroll_mode']} mode, median of {result['repeats']} "
              f"(load before {result['load_average_before']}, after {result['load_average_after']})",
              f"{'M':>3} {'one by one s':>13} {'stacked s':>10} {'unrolls/s':>10} {'stacked':>8} {'speedup':>8} "
              f"{'grad diff':>10}"]
@@ -120,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m rtp_scale.bench batched", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench-results", help="writes OUT/bench_batched.json (default bench-results)")
-    parser.add_argument("--meta-batches", type=_meta_batches, default=[2, 4], metavar="M[,M...]",
-                        help="unrolls per outer step of each row (default 2,4)")
+    parser.add_argument("--meta-batches", type=_int_list_at_least(2, "meta-batches"), default=[2, 4],
+                        metavar="M[,M...]", help="unrolls per outer step of each row, at least 2 (default 2,4)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
     parser.add_argument("--repeats", type=_positive_int, default=3, help="timed repeats per cell (default 3)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -134,11 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "memory.num_bases=6", "memory.downsample=2", "inner.steps=3"]
         args.meta_batches, args.repeats = [2], 1
     result = measure(meta_batches=args.meta_batches, repeats=args.repeats, overrides=overrides, device=args.device)
-    print(table(result))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_batched.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {out / 'bench_batched.json'}")
+    write_result(Path(args.out), "bench_batched.json", result, table(result))
     return 0
 
 

@@ -14,25 +14,15 @@ alike. Prints a table and writes OUT/bench_eval.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from rtp_scale.bench.__main__ import _int_list_at_least, write_result
 from rtp_scale.bench.__main__ import _positive_int as _positive
 from rtp_scale.errors import run_cli
-
-
-def _micro_batches(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: micro-batches are integers >= 0 (0 = the whole minibatch)")
-    return list(dict.fromkeys(values))
 
 
 def measure(*, micro_batches: list[int], images: int, epochs: int, repeats: int, overrides: list[str]) -> dict:
@@ -87,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m rtp_scale.bench eval", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench-results", help="writes OUT/bench_eval.json (default bench-results)")
-    parser.add_argument("--micro-batches", type=_micro_batches, default=[0, 64, 32, 16], metavar="M[,M...]",
+    parser.add_argument("--micro-batches", type=_int_list_at_least(0, "micro-batches"), default=[0, 64, 32, 16],
+                        metavar="M[,M...]",
                         help="eval.micro_batch of each row, the first the reference of the speedup column "
                              "(default 0,64,32,16; 0 = the whole minibatch)")
     parser.add_argument("--images", type=_positive, default=290, help="training images (default 290)")
@@ -103,11 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.images, args.epochs, args.repeats = 40, 2, 1
     result = measure(micro_batches=args.micro_batches, images=args.images, epochs=args.epochs,
                      repeats=args.repeats, overrides=overrides)
-    print(table(result))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_eval.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {out / 'bench_eval.json'}")
+    write_result(Path(args.out), "bench_eval.json", result, table(result))
     return 0
 
 

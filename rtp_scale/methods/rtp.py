@@ -14,6 +14,9 @@ One meta-gradient:
 With ``memory.query_mix > 0`` step 1 recalls some classes with mixed label vectors instead of one-hot ones
 (:func:`mixed_recall`), and those images train the inner network with their soft label.
 
+``batched_meta_gradient`` (``dist.batch_unrolls``) runs several unrolls of one outer step as ONE unroll of
+stacked networks (``torch.func.vmap``), with the same draws per unroll: the same gradient, in fewer kernels.
+
 Pushing the gradient through the recall once (step 4) instead of re-recalling inside every inner step
 keeps the engine unaware of memories and costs one small matmul instead of T of them.
 
@@ -92,7 +95,8 @@ def stacked_forward(net: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Ten
     return vmap(lambda params, x: functional_call(net, params, (x,)))
 
 
-def real_batch_loss(net: nn.Module, real_x: Tensor, real_y: Tensor, chunk: int, *, stacked: bool = False) -> ChunkedLoss:
+def real_batch_loss(net: nn.Module, real_x: Tensor, real_y: Tensor, chunk: int, *,
+                    stacked: bool = False) -> ChunkedLoss:
     """Mean cross-entropy of the network on the real batch, as parts of at most ``chunk`` images (0: one part).
 
     With ``stacked``, the parameters carry a leading axis of M networks, ``real_x`` is [M, n, ...] and ``real_y``
@@ -223,9 +227,9 @@ class RtpMethod:
             # sum / full width: the shards' losses add up to the mean over the whole minibatch
             return F.cross_entropy(functional_call(net, params, (xb,)), yb, reduction="sum") / width
 
-        return self._unroll_into_memory(
-            memory, x_all, inner_loss=inner_loss, outer_loss=real_batch_loss(net, real_x, real_y, cfg.unroll.outer_chunk),
-            params0=params0, steps=plan.steps, lrs=lrs, scale=scale, unrolls=1, reduce_grad=reduce_grad)
+        outer_loss = real_batch_loss(net, real_x, real_y, cfg.unroll.outer_chunk)
+        return self._unroll_into_memory(memory, x_all, inner_loss=inner_loss, outer_loss=outer_loss, params0=params0,
+                                        steps=plan.steps, lrs=lrs, scale=scale, unrolls=1, reduce_grad=reduce_grad)
 
     def batched_meta_gradient(self, memory: nn.Module, draws: list[tuple[Tensor, Tensor, torch.Generator]], *,
                               lrs: Tensor, scale: float = 1.0, shard: int = 0, num_shards: int = 1,
