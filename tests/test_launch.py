@@ -103,7 +103,7 @@ def test_digits_seed_sweep_repeats_the_comparisons_digits_members_at_seeds_1_and
     assert all(config == parent[(variant, 0)] for (variant, _), config in seeds.items())
 
 
-def test_mnist5k_seed_sweep_repeats_the_memory_rows_and_runs_the_default_job_on_validation(tmp_path):
+def test_mnist5k_seed_sweeps_repeat_every_mnist5k_member_and_run_the_default_job_on_validation(tmp_path):
     def configs(name):
         members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
         return {(m["grid"]["variant"], m["config"]["run"]["seed"]): m["config"] for m in members}
@@ -112,8 +112,12 @@ def test_mnist5k_seed_sweep_repeats_the_memory_rows_and_runs_the_default_job_on_
         return {k: v for k, v in config.items() if k not in ("run", "recipe")}
 
     parent, seeds = configs("compare_default_protocol"), configs("compare_default_protocol_mnist5k_seeds")
-    repeated = {"mnist5k_ipc1_dd_memories", "mnist5k_ipc1_frepo_memories", "mnist5k_ipc1_start_memories",
-                "mnist5k_ipc1_start_pixels"}
+    pixel_seeds = configs("compare_default_protocol_mnist5k_pixel_seeds")
+    assert not set(seeds) & set(pixel_seeds)
+    seeds.update(pixel_seeds)
+    # together: every mnist5k member of the parent, and the default job, at seeds 1 and 2
+    repeated = {variant for variant, _ in parent if variant.startswith("mnist5k")}
+    assert len(repeated) == 8
     assert set(seeds) == {(v, s) for v in repeated | {"mnist5k_ipc1_rtp_memories"} for s in (1, 2)}
     assert all(without_run(seeds[(v, s)]) == without_run(parent[(v, 0)]) for v in repeated for s in (1, 2))
     # the default job, scored on validation: what README's command distils, with the sweep's log override

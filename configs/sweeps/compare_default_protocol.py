@@ -27,7 +27,8 @@ RtP on mnist5k memories is the default job itself, so it is not a member here: i
 Scored on the validation split (mnist5k: the last 50 training images per class; digits: the last 18), seed 0;
 the starts, RtP's sets and each cell's best sets are then evaluated on the test split (README, "Method comparison under the default
 job's protocol"). The digits members at seeds 1 and 2: ``compare_default_protocol_digits_seeds.py``; mnist5k's memory rows and
-starts: ``compare_default_protocol_mnist5k_seeds.py``.
+starts: ``compare_default_protocol_mnist5k_seeds.py``; its distilled pixel sets:
+``compare_default_protocol_mnist5k_pixel_seeds.py``.
 
 Hardware: a 2-core Intel Xeon VM, two members side by side on one thread each: digits members under 2 minutes,
 mnist5k members 3-12 minutes with their evaluation; the whole sweep about 45 minutes.

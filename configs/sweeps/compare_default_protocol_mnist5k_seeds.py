@@ -4,8 +4,9 @@ At seed 0 the default job (RtP on memories) beat DD and FRePo on the same memori
 points, the closest margins of the comparison; these members repeat those rows, the memory's start and random
 real images at two more distillation seeds, so the margins are measured over seeds and not over one seed's
 networks. ``rtp_memories`` is the default job on the validation split (``python -m rtp_scale.distill --set
-data.val_per_class=50 data.eval_split=val``), which the parent sweep ran outside its array. The pixel sets, 17-37
-points below every memory at seed 0, stay at seed 0. Same configs and resources as the parent sweep:
+data.val_per_class=50 data.eval_split=val``), which the parent sweep ran outside its array. The distilled pixel
+sets at seeds 1 and 2 are ``compare_default_protocol_mnist5k_pixel_seeds.py``. Same configs and resources as the
+parent sweep:
 
     OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/compare_default_protocol_mnist5k_seeds.py --cluster local --cpus 1 --array-parallelism 2 --wait
     python -m launch.collect runs/sweeps/compare_default_protocol_mnist5k_seeds
