@@ -132,6 +132,51 @@ def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
     assert {m["config"]["data"]["eval_split"] for m in members} == {"val"}
 
 
+def test_ipc10_gain_sweep_distils_the_10ipc_recipes_pca_start_at_equal_inner_steps_on_validation(tmp_path):
+    members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/select_mnist5k_ipc10_gain.py"), tmp_path)
+    cells = {(m["config"]["inner"]["steps"], m["config"]["meta"]["lr"]) for m in members}
+    assert cells == {(t, lr) for t in (60, 150) for lr in (5e-4, 2e-4)}
+    assert {m["config"]["inner"]["steps"] * m["config"]["meta"]["steps"] for m in members} == {1800}
+    recipe = load_config(ROOT / "configs/mnist5k_rtp_ipc10.toml").to_dict()
+    for m in members:  # only the schedule differs from the 10-IPC recipe's storage and start
+        assert m["config"]["memory"] == {**recipe["memory"], "init": "pca"}
+        assert (m["config"]["data"]["eval_split"], m["config"]["data"]["val_per_class"]) == ("val", 50)
+
+
+def test_subipc_shapes_sweep_changes_only_the_memorys_bases_against_its_parent(tmp_path):
+    def configs(name):
+        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        return {m["grid"]["variant"]: m["config"] for m in members}
+
+    parent, shapes = configs("memories_vs_pixels_subipc"), configs("memories_vs_pixels_subipc_shapes")
+    assert len(shapes) == 9
+    for variant, config in shapes.items():
+        ipc, bases, _, schedule = variant.split("_")
+        # the parent's memory member of that budget and schedule (its lr1e-3 member is named "memory")
+        twin = parent[f"{ipc}_memory{'_start' if schedule == 'start' else ''}"]
+        expected = {**twin, "memory": {**twin["memory"], "num_bases": int(bases[1:]), "downsample": 4},
+                    "meta": {**twin["meta"], "lr": {"start": twin["meta"]["lr"], "lr1e-3": 1e-3, "lr1e-2": 1e-2}[schedule]}}
+        assert {k: v for k, v in config.items() if k != "run"} == {k: v for k, v in expected.items() if k != "run"}
+
+
+def test_ipc10_comparison_is_the_parents_mnist5k_cell_at_10_ipc(tmp_path):
+    def configs(name):
+        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        return {m["grid"]["variant"].replace("_ipc10_", "_ipc1_"): m["config"] for m in members}
+
+    parent, ipc10 = configs("compare_default_protocol"), configs("compare_default_protocol_mnist5k_ipc10")
+    recipe = load_config(ROOT / "configs/mnist5k_rtp_ipc10.toml").to_dict()
+    assert len(ipc10) == 7
+    for variant, config in ipc10.items():
+        expected = parent[variant]
+        memory = {**expected["memory"], "ipc": 10.0}
+        if config["memory"]["kind"] == "addressable":  # the 10-IPC recipe's storage: 64 bases at 14x14
+            memory.update(num_bases=recipe["memory"]["num_bases"], downsample=recipe["memory"]["downsample"])
+        assert config["memory"] == memory
+        assert {k: v for k, v in config.items() if k not in ("memory", "run")} == \
+            {k: v for k, v in expected.items() if k not in ("memory", "run")}
+
+
 def test_variant_axis_names_members_and_keeps_other_keys(tmp_path):
     recipe = sweep_mod.load_sweep(tiny_recipe(
         tmp_path, grid='{"variant": {"mem": [], "pix": ["memory.kind=pixel"]}, "memory.ipc": [1, 2]}', seeds="[0]"))
