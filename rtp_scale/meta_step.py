@@ -17,6 +17,17 @@ from rtp_scale.seeding import make_generator
 RealSampler = Callable[[torch.Generator], tuple[Tensor, Tensor]]
 
 
+def unroll_inputs(cfg: Config, sample_real: RealSampler, step: int,
+                  j: int) -> tuple[Tensor, Tensor, torch.Generator]:
+    """Unroll ``j`` of outer step ``step``: its real batch and the generator that draws its network and plan.
+
+    They depend on (seed, step, j) only, not on the rank running the unroll.
+    """
+    generator = make_generator(cfg.run.seed, "unroll", step, j)
+    real_x, real_y = sample_real(generator)
+    return real_x, real_y, generator
+
+
 def reduced_meta_gradient(cfg: Config, ctx: RankContext, method, memory: nn.Module, params: list[Tensor],
                           sample_real: RealSampler, *, step: int, lrs: Tensor,
                           learn_lrs: bool) -> tuple[dict[str, float], Tensor]:
@@ -32,10 +43,7 @@ def reduced_meta_gradient(cfg: Config, ctx: RankContext, method, memory: nn.Modu
                   shard=ctx.shard, num_shards=ctx.inner_shards, reduce_grad=ctx.reduce_grad)
 
     def draw(j: int) -> tuple[Tensor, Tensor, torch.Generator]:
-        # the unroll's randomness depends on (seed, step, j) only, not on the rank running it
-        generator = make_generator(cfg.run.seed, "unroll", step, j)
-        real_x, real_y = sample_real(generator)
-        return real_x, real_y, generator
+        return unroll_inputs(cfg, sample_real, step, j)
 
     if cfg.dist.batch_unrolls and len(mine) > 1:
         results = [method.batched_meta_gradient(memory, [draw(j) for j in mine], **common)]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from rtp_scale.bench.unroll import Settings, overrides_for, plan_rows
 from rtp_scale.config import build_config
-from tests.conftest import run_module
+from tests.conftest import TINY, run_module
 
 
 def test_quick_run_of_the_pixel_configuration(tmp_path):
@@ -151,6 +151,8 @@ def test_eval_benchmark_quick_run_writes_a_row_per_micro_batch(tmp_path):
     ("eval", ["--set", "eval.nope=1"]),
     ("batched", ["--meta-batches", "1"]), ("batched", ["--meta-batches", "x"]), ("batched", ["--repeats", "0"]),
     ("batched", ["--set", "dist.nope=1"]),
+    ("agreement", ["--unrolls", "1"]), ("agreement", ["--step", "-1"]), ("agreement", ["--set", "dist.nope=1"]),
+    ("agreement", ["--artifact", "/nonexistent/memory.safetensors"]),
 ])
 def test_eval_and_batched_benchmarks_bad_input_is_one_line(benchmark, args, tmp_path):
     proc = run_module("rtp_scale.bench", benchmark, *args, "--out", str(tmp_path), timeout=60)
@@ -170,3 +172,40 @@ def test_batched_benchmark_quick_run_times_both_ways_and_checks_their_gradients_
     assert 0 <= row["max_rel_grad_difference"] < 1e-4
     assert result["inner_steps"] == 3 and result["model"]["width"] == 8
     assert "stacked" in proc.stdout and "speedup" in proc.stdout
+
+
+def test_agreement_of_known_vectors():
+    from rtp_scale.bench.agreement import agreement
+
+    v = torch.tensor([3.0, -4.0], dtype=torch.float64)
+    same = agreement([v, v.clone(), v.clone()])
+    assert (same["cosine_mean"], same["cosine_std"], same["norm"]) == (pytest.approx(1.0), pytest.approx(0.0), 5.0)
+    assert same["kept"] == pytest.approx(1.0)
+    orthogonal = agreement(list(torch.eye(4, dtype=torch.float64)))  # independent noise of equal size
+    assert orthogonal["cosine_mean"] == pytest.approx(0.0) and orthogonal["kept"] == pytest.approx(0.5)
+    opposite = agreement([v, -v])
+    assert opposite["cosine_mean"] == pytest.approx(-1.0) and opposite["kept"] == pytest.approx(0.0)
+
+
+def test_agreement_measures_the_unrolls_distill_averages_with_meta_batch(tmp_path):
+    """The N per-unroll meta-gradients, averaged, are the step distill takes with dist.meta_batch=N."""
+    from rtp_scale.bench.agreement import unroll_gradients
+    from rtp_scale.bench.scaling import _build_on
+    from rtp_scale.config import build_config
+    from rtp_scale.distributed import RankContext
+    from rtp_scale.meta_step import reduced_meta_gradient
+    from rtp_scale.runtime import prepare_data
+
+    cfg = build_config(None, [*TINY, "dist.meta_batch=3"])
+    data = prepare_data(cfg.data, torch.device("cpu"))
+    alone = RankContext(rank=0, world_size=1, device=torch.device("cpu"), inner_shards=1)
+    source, memory, params, _, lrs, method = _build_on(cfg, alone, data)
+    per_unroll = unroll_gradients(cfg, method, memory, params, source.sample, lrs=lrs, step=2, unrolls=3)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    reduced_meta_gradient(cfg, alone, method, memory, params, source.sample, step=2, lrs=lrs, learn_lrs=False)
+    for i, p in enumerate(params):  # float32 sums in another order: equal to rounding
+        mean = sum(g[i] for g in per_unroll) / 3
+        assert torch.allclose(mean, p.grad.flatten().double(), rtol=1e-5, atol=1e-7 * float(mean.abs().max()))
+    # and the three unrolls differ: each its own network, plan and real batch
+    assert not torch.allclose(per_unroll[0][0], per_unroll[1][0], rtol=1e-2)

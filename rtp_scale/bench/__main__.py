@@ -15,8 +15,9 @@ On a GPU:
 The other benchmarks: ``python -m rtp_scale.bench loader`` (FFCV vs torchvision ImageFolder real-batch
 sampling), ``python -m rtp_scale.bench scaling`` (processes and inner shards) and ``python -m rtp_scale.bench plan``
 (a recipe's memory per rank and communication, predicted), ``python -m rtp_scale.bench eval`` (evaluation
-training speed against ``eval.micro_batch``) and ``python -m rtp_scale.bench batched`` (several unrolls per
-process, one by one vs stacked); each has its own ``--help``.
+training speed against ``eval.micro_batch``), ``python -m rtp_scale.bench batched`` (several unrolls per
+process, one by one vs stacked) and ``python -m rtp_scale.bench agreement`` (how much independent unrolls agree on
+the meta-gradient: a diagnostic, not a timing); each has its own ``--help``.
 """
 from __future__ import annotations
 
@@ -116,6 +117,8 @@ def build_parser() -> OneLineParser:
     sub.add_parser("eval", help="evaluation training speed against eval.micro_batch (own flags)", add_help=False)
     sub.add_parser("batched", help="unrolls per second with dist.meta_batch > 1 on one process, one by one vs "
                    "stacked (own flags)", add_help=False)
+    sub.add_parser("agreement", help="how much independent unrolls agree on the meta-gradient: pairwise cosine "
+                   "and what their mean keeps (own flags)", add_help=False)
     unroll = sub.add_parser("unroll", help="time and peak memory of one RtP outer step, full vs segmented, vs T",
                             description=UNROLL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     unroll.add_argument("--out", metavar="DIR", default="bench-results",
@@ -157,7 +160,8 @@ def build_parser() -> OneLineParser:
 
 # Benchmarks with their own parsers (``python -m rtp_scale.bench loader --help``): the rest of argv goes to them.
 DELEGATED = {"loader": "rtp_scale.bench.loader", "scaling": "rtp_scale.bench.scaling", "plan": "rtp_scale.bench.plan",
-             "eval": "rtp_scale.bench.eval_speed", "batched": "rtp_scale.bench.batched"}
+             "eval": "rtp_scale.bench.eval_speed", "batched": "rtp_scale.bench.batched",
+             "agreement": "rtp_scale.bench.agreement"}
 
 
 def main(argv: list[str] | None = None) -> int:
