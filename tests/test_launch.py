@@ -159,6 +159,26 @@ def test_subipc_shapes_sweep_changes_only_the_memorys_bases_against_its_parent(t
         assert {k: v for k, v in config.items() if k != "run"} == {k: v for k, v in expected.items() if k != "run"}
 
 
+@pytest.mark.parametrize("seeds_sweep, parent, count", [
+    ("memories_vs_pixels_subipc_pixel_seeds", "memories_vs_pixels_subipc", 4),
+    ("memories_vs_pixels_subipc_memory_seeds", "memories_vs_pixels_subipc_shapes", 4),
+])
+def test_subipc_seed_sweeps_repeat_their_parents_members_at_seeds_1_and_2(tmp_path, seeds_sweep, parent, count):
+    def configs(name):
+        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        return {(m["grid"]["variant"], m["config"]["run"]["seed"]): m["config"] for m in members}
+
+    def without_run(config):
+        return {k: v for k, v in config.items() if k != "run"}
+
+    parents, seeds = configs(parent), configs(seeds_sweep)
+    variants = {variant for variant, _ in seeds}
+    assert len(variants) == count and set(seeds) == {(v, s) for v in variants for s in (1, 2)}
+    assert all(without_run(config) == without_run(parents[(variant, 0)]) for (variant, _), config in seeds.items())
+    # each budget's start and its distilled set
+    assert {v.rsplit("_", 1)[1] for v in variants} == {"start", "lr1e-2"}
+
+
 def test_ipc10_comparison_is_the_parents_mnist5k_cell_at_10_ipc(tmp_path):
     def configs(name):
         members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)

@@ -8,6 +8,11 @@ buys more of them at the same floats: IPC 0.5, K=16 and 19 slots per class (3,82
 from its own real image), schedule (T=60, 5 images per class per inner step, Adam, 24 outer steps), outer lrs
 (1e-3 and 1e-2, as the pixel members), validation split and 3 networks per member as the parent sweep, seed 0.
 
+Measured (validation %, start / lr 1e-3 / lr 1e-2): IPC 0.5 K=16 72.33 / 81.73 / 90.93, K=8 52.27 / 65.60 / 80.60;
+IPC 0.2 K=8 57.60 / 67.47 / 81.73, against the best pixel sets' 78.20 (IPC 0.5) and 74.20 (IPC 0.2). The lr 1e-2
+members of K=16 (IPC 0.5) and K=8 (IPC 0.2) are repeated at seeds 1 and 2 in
+``memories_vs_pixels_subipc_memory_seeds.py``; README, "Memories vs pixels at equal storage", has all three seeds.
+
     OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/memories_vs_pixels_subipc_shapes.py --cluster local --cpus 1 --array-parallelism 2 --wait
     python -m launch.collect runs/sweeps/memories_vs_pixels_subipc_shapes
 """
