@@ -209,3 +209,23 @@ def test_agreement_measures_the_unrolls_distill_averages_with_meta_batch(tmp_pat
         assert torch.allclose(mean, p.grad.flatten().double(), rtol=1e-5, atol=1e-7 * float(mean.abs().max()))
     # and the three unrolls differ: each its own network, plan and real batch
     assert not torch.allclose(per_unroll[0][0], per_unroll[1][0], rtol=1e-2)
+
+
+def test_agreement_at_a_distilled_artifact_and_at_one_of_another_shape(tmp_path):
+    tiny = [*TINY, "meta.steps=2", "inner.steps=3"]
+    distilled = run_module("rtp_scale.distill", "--set", *tiny, f"run.out_dir={tmp_path / 'run'}", timeout=300)
+    assert distilled.returncode == 0, distilled.stderr
+    artifact = str(tmp_path / "run" / "memory.safetensors")
+    runs = {}
+    for name, extra in (("start", []), ("distilled", ["--artifact", artifact])):
+        proc = run_module("rtp_scale.bench", "agreement", "--unrolls", "2", *extra, "--set", *tiny,
+                          "--out", str(tmp_path / name), timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads((tmp_path / name / "bench_agreement.json").read_text())
+    assert runs["distilled"]["artifact"] == artifact and runs["start"]["artifact"] is None
+    # the distilled memory is another point, so its meta-gradients differ from the start's
+    assert runs["distilled"]["tensors"]["all"]["norm"] != pytest.approx(runs["start"]["tensors"]["all"]["norm"], rel=1e-6)
+    other = run_module("rtp_scale.bench", "agreement", "--unrolls", "2", "--artifact", artifact,
+                       "--set", *tiny, "memory.num_bases=5", "--out", str(tmp_path / "other"), timeout=120)
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+    assert "pass the config it was distilled with" in other.stderr
