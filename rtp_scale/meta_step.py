@@ -42,14 +42,13 @@ def reduced_meta_gradient(cfg: Config, ctx: RankContext, method, memory: nn.Modu
     common = dict(lrs=lrs if learn_lrs else lrs.detach(), scale=ctx.grad_scale(cfg.dist.meta_batch),
                   shard=ctx.shard, num_shards=ctx.inner_shards, reduce_grad=ctx.reduce_grad)
 
-    def draw(j: int) -> tuple[Tensor, Tensor, torch.Generator]:
-        return unroll_inputs(cfg, sample_real, step, j)
-
+    # lazy: run one by one, each unroll's real batch is drawn when that unroll starts
+    inputs = (unroll_inputs(cfg, sample_real, step, j) for j in mine)
     if cfg.dist.batch_unrolls and len(mine) > 1:
-        results = [method.batched_meta_gradient(memory, [draw(j) for j in mine], **common)]
-    else:  # one by one, each real batch drawn when its unroll starts
+        results = [method.batched_meta_gradient(memory, list(inputs), **common)]
+    else:
         results = [method.meta_gradient(memory, real_x, real_y, generator=generator, **common)
-                   for real_x, real_y, generator in map(draw, mine)]
+                   for real_x, real_y, generator in inputs]
     for unroll_metrics, lr_g in results:
         if lr_g is not None:
             lr_grad += lr_g

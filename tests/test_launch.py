@@ -72,8 +72,13 @@ def test_recipe_axis_and_shipped_budget_sweep_dry_run(tmp_path, capsys):
     assert not out.exists()  # a dry run writes nothing
 
 
+def shipped_members(tmp_path: Path, name: str) -> list[dict]:
+    """The members (with their built configs) of the shipped sweep ``configs/sweeps/<name>.py``."""
+    return sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+
+
 def test_shipped_method_comparison_validates(tmp_path):
-    members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/methods.py"), tmp_path / "methods")
+    members = shipped_members(tmp_path, "methods")
     assert len(members) == 3 * 4 * 3
     by_name = {m["name"]: m["config"] for m in members}
     frepo, pixels = by_name["cifar10_ipc10_frepo_s1"], by_name["cifar10_ipc10_rtp_pixels_s1"]
@@ -90,7 +95,7 @@ def test_every_shipped_sweep_expands_into_valid_configs(tmp_path, path):
 
 def test_digits_seed_sweep_repeats_the_comparisons_digits_members_at_seeds_1_and_2(tmp_path):
     def configs(name):
-        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        members = shipped_members(tmp_path, name)
         by_member = {}
         for m in members:
             run = {k: v for k, v in m["config"]["run"].items() if k not in ("seed", "out_dir")}
@@ -105,7 +110,7 @@ def test_digits_seed_sweep_repeats_the_comparisons_digits_members_at_seeds_1_and
 
 def test_mnist5k_seed_sweeps_repeat_every_mnist5k_member_and_run_the_default_job_on_validation(tmp_path):
     def configs(name):
-        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        members = shipped_members(tmp_path, name)
         return {(m["grid"]["variant"], m["config"]["run"]["seed"]): m["config"] for m in members}
 
     def without_run(config):  # and without the recipe's notes
@@ -125,7 +130,7 @@ def test_mnist5k_seed_sweeps_repeat_every_mnist5k_member_and_run_the_default_job
     assert all(without_run(seeds[("mnist5k_ipc1_rtp_memories", s)]) == without_run(default_job) for s in (1, 2))
 
 def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
-    members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/ablation_unroll_mnist5k.py"), tmp_path)
+    members = shipped_members(tmp_path, "ablation_unroll_mnist5k")
     cells = {(m["config"]["inner"]["steps"], m["config"]["inner"]["momentum"]) for m in members}
     assert cells == {(t, mom) for t in (10, 20, 50, 100) for mom in (0.0, 0.9)}
     assert {m["config"]["inner"]["steps"] * m["config"]["meta"]["steps"] for m in members} == {1200}
@@ -133,7 +138,7 @@ def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
 
 
 def test_ipc10_gain_sweep_distils_the_10ipc_recipes_pca_start_at_equal_inner_steps_on_validation(tmp_path):
-    members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / "configs/sweeps/select_mnist5k_ipc10_gain.py"), tmp_path)
+    members = shipped_members(tmp_path, "select_mnist5k_ipc10_gain")
     cells = {(m["config"]["inner"]["steps"], m["config"]["meta"]["lr"]) for m in members}
     assert cells == {(t, lr) for t in (60, 150) for lr in (5e-4, 2e-4)}
     assert {m["config"]["inner"]["steps"] * m["config"]["meta"]["steps"] for m in members} == {1800}
@@ -145,7 +150,7 @@ def test_ipc10_gain_sweep_distils_the_10ipc_recipes_pca_start_at_equal_inner_ste
 
 def test_subipc_shapes_sweep_changes_only_the_memorys_bases_against_its_parent(tmp_path):
     def configs(name):
-        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        members = shipped_members(tmp_path, name)
         return {m["grid"]["variant"]: m["config"] for m in members}
 
     parent, shapes = configs("memories_vs_pixels_subipc"), configs("memories_vs_pixels_subipc_shapes")
@@ -165,7 +170,7 @@ def test_subipc_shapes_sweep_changes_only_the_memorys_bases_against_its_parent(t
 ])
 def test_subipc_seed_sweeps_repeat_their_parents_members_at_seeds_1_and_2(tmp_path, seeds_sweep, parent, count):
     def configs(name):
-        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        members = shipped_members(tmp_path, name)
         return {(m["grid"]["variant"], m["config"]["run"]["seed"]): m["config"] for m in members}
 
     def without_run(config):
@@ -181,7 +186,7 @@ def test_subipc_seed_sweeps_repeat_their_parents_members_at_seeds_1_and_2(tmp_pa
 
 def test_ipc10_comparison_is_the_parents_mnist5k_cell_at_10_ipc(tmp_path):
     def configs(name):
-        members = sweep_mod.expand(sweep_mod.load_sweep(ROOT / f"configs/sweeps/{name}.py"), tmp_path / name)
+        members = shipped_members(tmp_path, name)
         return {m["grid"]["variant"].replace("_ipc10_", "_ipc1_"): m["config"] for m in members}
 
     parent, ipc10 = configs("compare_default_protocol"), configs("compare_default_protocol_mnist5k_ipc10")
