@@ -148,6 +148,35 @@ def test_ipc10_gain_sweep_distils_the_10ipc_recipes_pca_start_at_equal_inner_ste
         assert (m["config"]["data"]["eval_split"], m["config"]["data"]["val_per_class"]) == ("val", 50)
 
 
+def test_ipc10_horizon_sweep_truncates_long_unrolls_of_the_10ipc_recipes_pca_start_on_validation(tmp_path):
+    members = shipped_members(tmp_path, "select_mnist5k_ipc10_horizon")
+    cells = {(m["config"]["inner"]["steps"], m["config"]["meta"]["steps"], m["config"]["meta"]["lr"]) for m in members}
+    assert cells == {(t, steps, lr) for t, steps in ((300, 125), (1200, 75)) for lr in (5e-4, 1e-3)}
+    recipe = load_config(ROOT / "configs/mnist5k_rtp_ipc10.toml").to_dict()
+    for m in members:  # the storage, start, inner loop and network are the 10-IPC recipe's
+        config = m["config"]
+        assert config["memory"] == {**recipe["memory"], "init": "pca"}
+        assert (config["unroll"]["mode"], config["unroll"]["window"]) == ("truncated", 60)
+        assert {k: v for k, v in config["inner"].items() if k != "steps"} == {
+            k: v for k, v in recipe["inner"].items() if k != "steps"}
+        assert config["model"] == recipe["model"]
+        assert (config["data"]["eval_split"], config["data"]["val_per_class"]) == ("val", 50)
+    # the 10-IPC recipe is the member selected on validation; only the evaluation's split and size differ
+    selected = next(m["config"] for m in members if m["name"] == "lr0.0005_T1200_s0")
+    assert {k: v for k, v in selected.items() if k not in ("data", "eval", "run", "log")} == \
+        {k: v for k, v in recipe.items() if k not in ("data", "eval", "run", "log")}
+    assert {k: v for k, v in selected["data"].items() if k not in ("eval_split", "val_per_class")} == \
+        {k: v for k, v in recipe["data"].items() if k not in ("eval_split", "val_per_class")}
+
+
+def test_earlier_ipc10_sweeps_keep_the_exact_unrolls_they_ran_with(tmp_path):
+    for name in ("select_mnist5k_ipc10", "select_mnist5k_ipc10_gain", "select_mnist5k_ipc10_signal"):
+        for m in shipped_members(tmp_path, name):
+            assert m["config"]["unroll"]["mode"] == "segmented", m["name"]
+            if m["config"]["meta"]["steps"] > 0:
+                assert m["config"]["inner"]["steps"] in (20, 60, 150), m["name"]
+
+
 def test_subipc_shapes_sweep_changes_only_the_memorys_bases_against_its_parent(tmp_path):
     def configs(name):
         members = shipped_members(tmp_path, name)

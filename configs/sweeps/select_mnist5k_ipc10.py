@@ -29,5 +29,7 @@ GRID = {"variant": {  # the evaluation-only members first: their numbers come so
                            "meta.steps=30"],
 }}
 SEEDS = [0]
-OVERRIDES = ["data.val_per_class=50", "data.eval_split=val", "eval.num_nets=3", "log.image_every=0"]
+# exact unrolls, as configs/mnist5k_rtp_ipc10.toml had when this sweep ran
+OVERRIDES = ["unroll.mode=segmented", "unroll.window=0", "data.val_per_class=50", "data.eval_split=val",
+             "eval.num_nets=3", "log.image_every=0"]
 RESOURCES = {"timeout_min": 90, "cpus_per_task": 2, "mem_gb": 6, "array_parallelism": 1}

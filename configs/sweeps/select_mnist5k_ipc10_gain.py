@@ -29,6 +29,8 @@ GRID = {
     "meta.lr": [5e-4, 2e-4],
 }
 SEEDS = [0]
-OVERRIDES = ["memory.init=pca", "data.val_per_class=50", "data.eval_split=val", "eval.num_nets=3",
+# exact unrolls, as configs/mnist5k_rtp_ipc10.toml had when this sweep ran
+OVERRIDES = ["unroll.mode=segmented", "unroll.window=0",
+             "memory.init=pca", "data.val_per_class=50", "data.eval_split=val", "eval.num_nets=3",
              "log.image_every=0"]
 RESOURCES = {"timeout_min": 120, "cpus_per_task": 2, "mem_gb": 6, "array_parallelism": 1}

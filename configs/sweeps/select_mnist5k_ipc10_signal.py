@@ -23,6 +23,8 @@ DESCRIPTION = "mnist5k IPC 10, PCA start: 25 images per class per inner step, va
 BASE = "configs/mnist5k_rtp_ipc10.toml"
 GRID = {"variant": {"batch25": ["inner.batch_per_class=25"]}}
 SEEDS = [0]
-OVERRIDES = ["memory.init=pca", "inner.steps=60", "meta.steps=30", "meta.lr=0.001", "data.val_per_class=50",
+# exact unrolls, as configs/mnist5k_rtp_ipc10.toml had when this sweep ran
+OVERRIDES = ["unroll.mode=segmented", "unroll.window=0",
+             "memory.init=pca", "inner.steps=60", "meta.steps=30", "meta.lr=0.001", "data.val_per_class=50",
              "data.eval_split=val", "eval.num_nets=3", "log.image_every=0"]
 RESOURCES = {"timeout_min": 120, "cpus_per_task": 2, "mem_gb": 6, "array_parallelism": 1}
