@@ -169,6 +169,19 @@ def test_ipc10_horizon_sweep_truncates_long_unrolls_of_the_10ipc_recipes_pca_sta
         {k: v for k, v in recipe["data"].items() if k not in ("eval_split", "val_per_class")}
 
 
+def test_ipc10_horizon_seeds_repeat_the_selected_member_and_its_start_at_other_seeds(tmp_path):
+    parent = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon")}
+    seeds = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon_seeds")}
+    assert set(seeds) == {f"{v}_s{s}" for v in ("T1200_lr5e-4", "pca_no_distill") for s in (1, 2)}
+    selected = parent["lr0.0005_T1200_s0"]
+    for name, config in seeds.items():
+        assert config["run"]["seed"] == int(name[-1])
+        if name.startswith("T1200"):  # the selected member but for its seed
+            assert {k: v for k, v in config.items() if k != "run"} == {k: v for k, v in selected.items() if k != "run"}
+        else:  # its start: the same memory, no outer step
+            assert config["meta"]["steps"] == 0 and config["memory"] == selected["memory"]
+
+
 def test_earlier_ipc10_sweeps_keep_the_exact_unrolls_they_ran_with(tmp_path):
     for name in ("select_mnist5k_ipc10", "select_mnist5k_ipc10_gain", "select_mnist5k_ipc10_signal"):
         for m in shipped_members(tmp_path, name):

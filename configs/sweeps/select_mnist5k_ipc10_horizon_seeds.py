@@ -20,7 +20,7 @@ NAME = "select_mnist5k_ipc10_horizon_seeds"
 DESCRIPTION = "mnist5k IPC 10: the horizon sweep's best member and the PCA start at distillation seeds 1 and 2"
 BASE = _parent["BASE"]
 GRID = {"variant": {
-    "T1200_lr5e-4": ["inner.steps=1200", f"meta.steps={_parent['OUTER_STEPS'][1200]}", "meta.lr=0.0005"],
+    "T1200_lr5e-4": [*_parent["GRID"]["variant"]["T1200"], "meta.lr=0.0005"],
     "pca_no_distill": ["meta.steps=0"],
 }}
 SEEDS = [1, 2]
