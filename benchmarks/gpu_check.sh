@@ -6,7 +6,8 @@
 #                                   bit-identical, FFCV batches onto CUDA, the bf16 unroll and the memory budget
 #   unroll_bf16.log, unroll_bf16/   the same benchmark with unroll.precision=bf16 at T = 50, 150 (cosine to fp32)
 #   unroll.log, unroll/             python -m rtp_scale.bench unroll --device cuda over T = 50 ... 2000 (JSON + table:
-#                                   step time, TFLOP/s, peak device memory)
+#                                   step time, TFLOP/s, peak device memory), with the fused ConvNet blocks (default)
+#   unroll_plain.log, unroll_plain/ the same at T = 50, 150 with the plain modules (--no-fused), for the ratio
 #   batched.log, batched/           python -m rtp_scale.bench batched --device cuda: unrolls/s with dist.meta_batch
 #                                   = 2, 4, 8 on one GPU, one by one vs stacked (dist.batch_unrolls)
 #   default_job.log, default_job/   the default job on CUDA (results.json), and default_job_seconds.txt
@@ -32,9 +33,11 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 
 timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" tests/ 2>&1 \
   | tee "$OUT/gpu_tests.log" || failed+=("gpu tests")
-timeout 160 "$PY" -m rtp_scale.bench unroll --device cuda --steps 50,150,500,1000,2000 --out "$OUT/unroll" 2>&1 \
+timeout 140 "$PY" -m rtp_scale.bench unroll --device cuda --steps 50,150,500,1000,2000 --out "$OUT/unroll" 2>&1 \
   | tee "$OUT/unroll.log" || failed+=("bench unroll")
-timeout 60 "$PY" -m rtp_scale.bench unroll --device cuda --modes segmented --steps 50,150 --precision bf16 \
+timeout 40 "$PY" -m rtp_scale.bench unroll --device cuda --modes segmented --steps 50,150 --no-fused \
+  --out "$OUT/unroll_plain" 2>&1 | tee "$OUT/unroll_plain.log" || failed+=("bench unroll plain")
+timeout 40 "$PY" -m rtp_scale.bench unroll --device cuda --modes segmented --steps 50,150 --precision bf16 \
   --out "$OUT/unroll_bf16" 2>&1 | tee "$OUT/unroll_bf16.log" || failed+=("bench unroll bf16")
 timeout 40 "$PY" -m rtp_scale.bench batched --device cuda --meta-batches 2,4,8 --repeats 2 --out "$OUT/batched" \
   2>&1 | tee "$OUT/batched.log" || failed+=("bench batched")

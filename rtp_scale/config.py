@@ -134,6 +134,11 @@ class ModelConfig:
     """convnet only: 'avg' (the default), 'max' or 'none'."""
     width_multiplier: int = 1
     """convnet only: block d has width * width_multiplier**d channels (1: the field's ConvNet; 2: FRePo's)."""
+    fused: bool = True
+    """convnet with instance norm and avg (or no) pooling: each block's norm -> ReLU -> pool runs as one compiled
+    function with hand-written first and second derivatives (rtp_scale.models.fused_block): the same network and
+    gradients up to float rounding, faster in unrolls and evaluation, and half the graph per inner step. false:
+    the plain modules (artifacts from before this key was recorded evaluate that way). No effect on other models."""
 
     def __post_init__(self) -> None:
         _positive("model", "width", self.width, allow_zero=True)

@@ -16,11 +16,11 @@ resumed run names each one that changed (old -> new) on stderr, in every later c
 - ``meta.steps``: extend (or shorten) a run; only under ``meta.schedule=constant`` (a cosine schedule is
   a function of ``meta.steps``, so its remaining steps would differ) and never below the checkpoint's step;
 - ``meta.lr``, ``meta.grad_clip``, ``meta.lr_lr``: the recovery from a divergence ("lower the lr and resume");
-- ``run.device``, ``dist.inner_shards``, ``dist.batch_unrolls``, ``unroll.segment``, ``unroll.offload``,
-  ``unroll.outer_chunk``, ``unroll.memory_budget_mb``: how the same exact meta-gradient is computed (device,
-  sharding of the inner batch, unrolls one by one or stacked, memory-for-recompute); they change
-  floating-point rounding, not the computation (``unroll.precision`` does change it, so it is part of the
-  identity);
+- ``run.device``, ``model.fused``, ``dist.inner_shards``, ``dist.batch_unrolls``, ``unroll.segment``,
+  ``unroll.offload``, ``unroll.outer_chunk``, ``unroll.memory_budget_mb``: how the same exact meta-gradient is
+  computed (device, fused or plain ConvNet blocks, sharding of the inner batch, unrolls one by one or stacked,
+  memory-for-recompute); they change floating-point rounding, not the computation (``unroll.precision`` does
+  change it, so it is part of the identity);
 - ``data.root``: where the dataset lives (moving a copy must not strand a run; the dataset's name, shape and
   preprocessing stay in the identity).
 
@@ -54,6 +54,7 @@ MAY_CHANGE_ON_RESUME: dict[str, str] = {
     "meta.grad_clip": "recovery from a divergence",
     "meta.lr_lr": "recovery from a divergence",
     "run.device": "same computation, the device's rounding",
+    "model.fused": "same network and gradients, the fused kernels' rounding",
     "dist.inner_shards": "same computation, sharded inner batch",
     "dist.batch_unrolls": "same computation, a step's unrolls stacked into one",
     "unroll.segment": "same exact gradient, another memory/recompute trade",
@@ -62,6 +63,10 @@ MAY_CHANGE_ON_RESUME: dict[str, str] = {
     "unroll.memory_budget_mb": "same exact gradient, another memory/recompute trade",
     "data.root": "where the dataset lives",
 }
+
+PREDATING: dict[str, Any] = {"model.fused": False}
+"""What a run did before a key existed, where that is not the key's default: a checkpoint without ``model.fused``
+ran the plain modules, so resuming it fused is reported as a change."""
 
 _USED_ONLY_WHEN: dict[str, Callable[[Config], bool]] = {
     "frepo.*": lambda cfg: cfg.method.name == "frepo",
@@ -111,7 +116,7 @@ def check_resume(identity: dict[str, Any], cfg: Config, *, step: int, where: str
     refused, allowed = [], {}
     for key, new in now.items():
         # a key this checkpoint predates: its run behaved like the key's default (new keys default to the old way)
-        old = saved.get(key, defaults[key])
+        old = saved.get(key, PREDATING.get(key, defaults[key]))
         if old == new or _matches(key, UNUSED_BY_THE_RESULT) or not _used(key, cfg):
             continue
         if key == "meta.steps" and cfg.meta.schedule != "constant":

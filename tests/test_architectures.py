@@ -292,7 +292,7 @@ def test_distill_refuses_a_chunked_real_batch_with_batch_norm(tmp_path):
 def test_out_of_package_model_through_distill_evaluate_and_cross_arch(tmp_path, capsys):
     results = _distill(tmp_path / "run", PLUGIN, {"width": 5})
     assert results["config"]["model"] == {"name": PLUGIN, "width": 5, "depth": 0, "norm": "default",
-                                          "pooling": "default", "width_multiplier": 1}
+                                          "pooling": "default", "width_multiplier": 1, "fused": True}
     artifact = str(tmp_path / "run" / "memory.safetensors")
     # evaluate with the recorded plugin network: the run's own accuracy, bit for bit
     assert evaluate.main(["--artifact", artifact, "--no-scores", "--out", str(tmp_path / "ev")]) == 0

@@ -25,8 +25,9 @@ def test_quick_run_of_the_pixel_configuration(tmp_path):
     assert row["config"]["memory"]["kind"] == "pixel" and row["inner_batch"] == 10 and row["steps_run"] == 4
 
 
-def test_against_runs_each_row_in_the_other_checkout_first_with_the_default_engine(tmp_path):
-    """--against with this very checkout: the opt-in settings apply to this side only, the ratios come out."""
+def test_against_runs_each_row_twice_each_way_with_the_other_checkouts_default_engine(tmp_path):
+    """--against with this very checkout: the opt-in settings apply to this side only, each side runs twice (other,
+    this, this, other) and pools its timed steps, the ratios come out."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -39,7 +40,9 @@ def test_against_runs_each_row_in_the_other_checkout_first_with_the_default_engi
     (row,) = result["rows"]
     assert result["against"] == str(root) and "error" not in row["against"], row["against"]
     assert row["precision"] == "bf16" and row["kept_steps"] == 4  # this side: bf16, the whole tail kept
-    assert not any(o.startswith(("unroll.precision=", "unroll.memory_budget_mb=")) for o in row["against"]["overrides"])
+    assert not any(o.startswith(("unroll.precision=", "unroll.memory_budget_mb=", "model.fused="))
+                   for o in row["against"]["overrides"])
+    assert len(row["runs_step_times_s"]) == 2 and len(row["step_times_s"]) == len(row["against"]["step_times_s"]) == 2
     assert row["against"]["speedup"] == pytest.approx(row["against"]["step_s_mean"] / row["step_s_mean"])
     assert row["against"]["peak_ratio"] == pytest.approx(row["peak_mb"] / row["against"]["peak_mb"])
     assert "speedup" in proc.stdout and f"{row['against']['speedup']:.2f}x" in proc.stdout

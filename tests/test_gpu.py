@@ -5,7 +5,9 @@
 - a killed and resumed distillation on CUDA ends bit-identical to an uninterrupted one, with deterministic
   algorithms on;
 - FFCV batches land on CUDA with exactly the in-memory backend's values;
-- a step's unrolls stacked into one (``dist.batch_unrolls``) equal them one by one in float64 on CUDA.
+- a step's unrolls stacked into one (``dist.batch_unrolls``) equal them one by one in float64 on CUDA;
+- the fused ConvNet block (``model.fused``, Triton kernels on CUDA) equals the plain modules in value, gradient and
+  double backward, in float64 on CUDA.
 """
 from __future__ import annotations
 
@@ -106,3 +108,11 @@ def test_cuda_stacked_unrolls_equal_the_unrolls_one_by_one_in_float64():
                               alone, float64=True) for flag in ("false", "true")]
     assert all(g.is_cuda for g in results[1]["grads"].values())
     assert_same(*results, rtol=1e-12)
+
+
+def test_cuda_fused_block_equals_the_modules_in_float64():
+    from tests.test_fused_block import assert_same_derivatives, block_inputs
+
+    for size, pool in ((8, True), (7, True), (5, False)):
+        z, g, b = (t.detach().cuda().requires_grad_() for t in block_inputs(size))
+        assert_same_derivatives(z, g, b, pool)

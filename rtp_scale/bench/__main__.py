@@ -150,6 +150,13 @@ def build_parser() -> OneLineParser:
     unroll.add_argument("--memory-budget-mb", type=_non_negative_float, default=0.0, metavar="MB",
                         help="unroll.memory_budget_mb of the segmented rows: MiB of autograd saved tensors within which "
                              "the last steps keep their forward graph instead of being recomputed (default 0 = off)")
+    unroll.add_argument("--width", type=_positive_int, default=None, metavar="W",
+                        help="ConvNet width (default 128, the issue's setting; 32 is the default job's network)")
+    unroll.add_argument("--batch-per-class", type=_positive_int, default=1, metavar="B",
+                        help="synthetic images per class in each inner step (default 1; the default job takes 5)")
+    unroll.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True,
+                        help="model.fused of every row: the ConvNet's norm/ReLU/pool blocks as one compiled function "
+                             "with hand-written derivatives (default), or --no-fused for the plain modules")
     unroll.add_argument("--against", metavar="DIR", type=Path, default=None,
                         help="another checkout (e.g. `git worktree add /tmp/base 11eb99f`): run every row with its "
                              "code first, then with this one, and report the speedup and peak-memory ratio")
@@ -174,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     from rtp_scale.bench.unroll import FULL_STEPS, QUICK_STEPS, Settings, run_benchmark
 
     steps = args.steps or list(QUICK_STEPS if args.quick else FULL_STEPS)
-    settings = Settings(device=args.device, memory=args.memory, width=16 if args.quick else 128, segment=args.segment,
-                        precision=args.precision, memory_budget_mb=args.memory_budget_mb,
+    width = args.width or (16 if args.quick else 128)
+    settings = Settings(device=args.device, memory=args.memory, width=width, batch_per_class=args.batch_per_class,
+                        segment=args.segment, precision=args.precision, memory_budget_mb=args.memory_budget_mb,
+                        fused=args.fused,
                         timed=args.timed or (1 if args.quick else 2),
                         threads=(1 if args.quick else 0) if args.threads is None else args.threads,
                         count=not args.no_count, quick=args.quick)

@@ -68,6 +68,8 @@ class Settings:
     """``unroll.precision`` of every row ('fp32', 'bf16' or 'bf16_reverse', which full mode refuses)."""
     memory_budget_mb: float = 0.0
     """``unroll.memory_budget_mb`` of the segmented rows (0 = off; full mode takes no budget)."""
+    fused: bool = True
+    """``model.fused`` of every row (JSON written before this field existed measured the plain modules)."""
     seed: int = 0
     timed: int = 2
     threads: int = 0
@@ -93,6 +95,7 @@ def overrides_for(mode: str, steps: int, s: Settings) -> list[str]:
         f"unroll.mode={mode}", f"unroll.segment={0 if mode == 'full' else min(s.segment, steps)}",
         f"unroll.precision={s.precision}",
         f"unroll.memory_budget_mb={s.memory_budget_mb if mode == 'segmented' else 0.0}",
+        f"model.fused={str(s.fused).lower()}",
         f"run.device={s.device}", f"run.seed={s.seed}",
     ]
 
@@ -104,7 +107,7 @@ def _child_env(tree: Path | None = None) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": root if not path else root + os.pathsep + path}
 
 
-AGAINST_DROPPED = ("unroll.precision=", "unroll.memory_budget_mb=")
+AGAINST_DROPPED = ("unroll.precision=", "unroll.memory_budget_mb=", "model.fused=")
 """Override prefixes left out of a row run in another checkout (``--against``): it runs the default float32,
 unbudgeted engine of its own version, which may predate these keys."""
 
@@ -146,16 +149,33 @@ def run_row(mode: str, steps: int, s: Settings, workdir: Path, *, tree: Path | N
         row["error"] = f"worker exited with status {proc.returncode}: {why}"
         return row
     row.update(json.loads(result_path.read_text()))
+    return _with_timing(row)
+
+
+def _with_timing(row: dict) -> dict:
+    """The row's mean/best step time, time per inner step, peak memory and achieved rate, from its raw fields."""
     times = row["step_times_s"]
     row["step_s_mean"] = sum(times) / len(times)
     row["step_s_min"] = min(times)
-    row["inner_step_ms"] = 1e3 * row["step_s_mean"] / steps
+    row["inner_step_ms"] = 1e3 * row["step_s_mean"] / row["steps"]
     row["peak_mb"] = row.get("peak_device_mb", row["peak_rss_mb"])
     if "flops" in row:
         row["gflop"] = row["flops"] / 1e9
         row["achieved_gflops"] = row["gflop"] / row["step_s_mean"]
         row["achieved_gflops_best"] = row["gflop"] / row["step_s_min"]
     return row
+
+
+def merged_runs(first: dict, second: dict) -> dict:
+    """One row from two runs of the same configuration: their timed steps together, the larger peak memory."""
+    if "error" in first or "error" in second:
+        return first if "error" in first else second
+    row = {**first, "step_times_s": first["step_times_s"] + second["step_times_s"],
+           "runs_step_times_s": [first["step_times_s"], second["step_times_s"]]}
+    for key in ("peak_rss_mb", "peak_device_mb"):
+        if key in first:
+            row[key] = max(first[key], second[key])
+    return _with_timing(row)
 
 
 def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -259,14 +279,16 @@ def format_table(result: dict) -> str:
     ]
     settings = result["settings"]
     lines.insert(-1, f"engine: precision {settings.get('precision', 'fp32')}, memory budget "
-                     f"{settings.get('memory_budget_mb', 0.0):g} MiB (0 = off)")
+                     f"{settings.get('memory_budget_mb', 0.0):g} MiB (0 = off), fused ConvNet blocks "
+                     f"{'on' if settings.get('fused', False) else 'off'}")
     if "matmul_2048_bf16_gflops" in rates:
         lines.insert(-1, f"bf16 peak rates (GFLOP/s): matmul {rates['matmul_2048_bf16_gflops']:.1f} | conv, "
                          f"channels_last: {rates['conv_real_batch_bf16_gflops']:.1f} / "
                          f"{rates['conv_inner_batch_bf16_gflops']:.1f}; % columns use these for bf16 rows")
     against = result.get("against")
     if against:
-        lines.insert(-1, f"against: {against} (each row first run with that checkout's default engine, then this one)")
+        lines.insert(-1, f"against: {against} (each row run with that checkout's default engine, this one, this one, "
+                         f"and that one again; each side's timed steps pooled)")
     header = ["mode", "T", "k", "states", "s/step", "min s", "ms/inner", "x T0", f"peak {mem_kind} MiB",
               "setup MiB", "graph MiB", "GFLOP", "GFLOP/s", "% matmul", "% conv"] + (
         ["against s/step", "speedup", "best/best", "peak ratio"] if against else [])
@@ -312,10 +334,11 @@ def format_table(result: dict) -> str:
 
 
 def compare_rows(row: dict, base: dict) -> dict:
-    """``row`` measured against ``base`` (the same work in the ``--against`` checkout, run just before it)."""
+    """``row`` measured against ``base`` (the same work in the ``--against`` checkout, run around it)."""
     if "error" in base or "error" in row:
         return {"error": base.get("error") or row.get("error")}
-    return {"overrides": base["overrides"], "step_s_mean": base["step_s_mean"], "peak_mb": base["peak_mb"],
+    return {"overrides": base["overrides"], "step_times_s": base["step_times_s"],
+            "step_s_mean": base["step_s_mean"], "peak_mb": base["peak_mb"],
             "gflop": base.get("gflop"),
             "step_s_min": base["step_s_min"], "speedup": base["step_s_mean"] / row["step_s_mean"],
             # the fastest steps are the least disturbed by other jobs on a shared machine
@@ -334,8 +357,9 @@ def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Se
                   full_max_steps: int | None = None, against: Path | None = None) -> dict:
     """Run every row, print the table, write ``<out>/bench_unroll.json`` (also after each row).
 
-    ``against``: another checkout (e.g. ``git worktree add /tmp/base <commit>``); every row is first run with its
-    code (default engine settings), then with this one, so that each speed ratio comes from two runs side by side."""
+    ``against``: another checkout (e.g. ``git worktree add /tmp/base <commit>``); every row runs four times, with its
+    code (default engine settings), this one, this one and its code again, so that each speed ratio comes from runs
+    side by side in a balanced order (each side's timed steps pooled)."""
     if against is not None:
         check_against_tree(against)
     device = resolve_device(settings.device)
@@ -367,8 +391,15 @@ def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Se
     with tempfile.TemporaryDirectory(prefix="rtp-bench-") as tmp:
         for i, (mode, t) in enumerate(rows_plan):
             print(f"[{i + 1}/{len(rows_plan)}] {mode} T={t} ...", file=sys.stderr, flush=True)
-            base = run_row(mode, t, settings, Path(tmp), tree=against) if against is not None else None
-            row = run_row(mode, t, settings, Path(tmp))
+            if against is None:
+                base, row = None, run_row(mode, t, settings, Path(tmp))
+            else:
+                # in the order other, this, this, other, so that a machine whose speed drifts steadily during the
+                # row weighs on both sides alike (this VM's speed also wanders by ~10 % between processes: the same
+                # code against itself read 0.95x run once each way and 0.92x in this order)
+                base = run_row(mode, t, settings, Path(tmp), tree=against)
+                row = merged_runs(run_row(mode, t, settings, Path(tmp)), run_row(mode, t, settings, Path(tmp)))
+                base = merged_runs(base, run_row(mode, t, settings, Path(tmp), tree=against))
             if "achieved_gflops" in row:
                 row.update(_rate_fractions(row, result["rates"]))
                 row["fraction_of_matmul"] = row["fraction_of_matmul_2048"]  # the name JSON of earlier versions used

@@ -90,6 +90,8 @@ def recorded_settings(meta: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], 
         settings = {section: dict(table) for section, table in meta["evaluation"].items()}
         # Written before eval.micro_batch existed, so its run trained on whole minibatches: keep that order of sums.
         settings.setdefault("eval", {}).setdefault("micro_batch", 0)
+        # Written before model.fused existed, so its run used the plain modules: keep their rounding.
+        settings.setdefault("model", {}).setdefault("fused", False)
         return settings, True
     known: dict[str, Any] = {}
     if meta.get("dataset_name"):

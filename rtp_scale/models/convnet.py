@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rtp_scale.errors import UserError
+from rtp_scale.models.fused_block import can_fuse, norm_relu_pool
 from rtp_scale.models.layers import NORMS, check_shape, norm_layer
 
 POOLINGS = ("avg", "max", "none")
@@ -22,7 +23,13 @@ class ConvNet(nn.Module):
     32x32 afterwards (``pad_28=False`` turns that off). Pooling stops once the map is smaller than 2x2, so
     tiny inputs (8x8 digits) work at any depth. The default width 32 sizes the CPU default job; the
     field's reference ConvNet is width 128.
+
+    ``fused`` (``model.fused``, set by the config after building): with instance norm and average (or no)
+    pooling, each block after its convolution runs as one fused function with hand-written first and second
+    derivatives (:mod:`rtp_scale.models.fused_block`): the same network, faster to differentiate twice.
     """
+
+    fused: bool = False
 
     def __init__(
         self,
@@ -60,13 +67,22 @@ class ConvNet(nn.Module):
                 height, width_px = height // 2, width_px // 2
             in_ch = out_ch
         self.layers = nn.Sequential(*layers)
+        self.blocks_fusable = norm == "instance" and pooling in ("avg", "none")
         self.num_features = in_ch * height * width_px
         self.feature_shape = (in_ch, height, width_px)
         self.classifier = nn.Linear(self.num_features, num_classes)
 
     def features(self, x_NCHW: Tensor) -> Tensor:
         """[N, F] flattened last-block features (before the classifier); FRePo regresses on these."""
-        return self.layers(x_NCHW).flatten(1)
+        if not (self.fused and self.blocks_fusable and can_fuse(x_NCHW, self.layers[0].weight)):
+            return self.layers(x_NCHW).flatten(1)
+        h, layers, i = x_NCHW, self.layers, 0
+        while i < len(layers):  # conv, GroupNorm, ReLU and, where the map is still >= 2x2, AvgPool2d
+            conv, norm = layers[i], layers[i + 1]
+            pool = i + 3 < len(layers) and isinstance(layers[i + 3], nn.AvgPool2d)
+            h = norm_relu_pool(conv(h), norm.weight, norm.bias, eps=norm.eps, pool=pool)
+            i += 4 if pool else 3
+        return h.flatten(1)
 
     def forward(self, x_NCHW: Tensor) -> Tensor:
         return self.classifier(self.features(x_NCHW))

@@ -49,9 +49,13 @@ def build_model(name: str, *, channels: int, num_classes: int, image_size: tuple
 def build_configured(model_cfg: "ModelConfig", *, channels: int, num_classes: int,
                      image_size: tuple[int, int]) -> nn.Module:
     """The model a ``[model]`` config section describes: its name, with the options that differ from the field
-    defaults (the config has already filled in a built-in model's own defaults)."""
-    return build_model(model_cfg.name, channels=channels, num_classes=num_classes, image_size=image_size,
-                       **model_cfg.set_options())
+    defaults (the config has already filled in a built-in model's own defaults), and ``model.fused`` for a
+    model that has fused blocks."""
+    model = build_model(model_cfg.name, channels=channels, num_classes=num_classes, image_size=image_size,
+                        **model_cfg.set_options())
+    if hasattr(model, "fused"):
+        model.fused = model_cfg.fused
+    return model
 
 
 def resolved_options(model_cfg: "ModelConfig") -> dict[str, object]:
