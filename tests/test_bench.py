@@ -25,6 +25,23 @@ def test_quick_run_of_the_pixel_configuration(tmp_path):
     assert row["config"]["memory"]["kind"] == "pixel" and row["inner_batch"] == 10 and row["steps_run"] == 4
 
 
+def test_repeated_comparisons_pool_each_sides_steps_and_give_one_ratio_per_repeat():
+    from rtp_scale.bench.unroll import compare_rows, merged_runs
+
+    def run(times, peak):
+        return {"mode": "segmented", "steps": 10, "overrides": [], "step_times_s": times, "peak_rss_mb": peak}
+
+    # two repeats of (other, this, this, other); this side twice as fast in the first repeat, as fast in the second
+    base = merged_runs([run([4.0, 4.0], 900), run([4.0, 4.0], 950), run([3.0, 3.0], 900), run([3.0, 3.0], 900)])
+    this = merged_runs([run([2.0, 2.0], 800), run([2.0, 2.0], 800), run([3.0, 3.0], 700), run([3.0, 3.0], 700)])
+    assert this["step_s_mean"] == 2.5 and this["peak_mb"] == 800 and len(this["runs_step_times_s"]) == 4
+    cmp = compare_rows(this, base)
+    assert cmp["speedup"] == pytest.approx(3.5 / 2.5) and cmp["speedup_per_repeat"] == pytest.approx([2.0, 1.0])
+    assert cmp["peak_ratio"] == pytest.approx(800 / 950)
+    failed = merged_runs([run([1.0], 1), {"mode": "segmented", "steps": 10, "error": "worker exited with status 1"}])
+    assert failed["error"].startswith("worker exited")
+
+
 def test_against_runs_each_row_twice_each_way_with_the_other_checkouts_default_engine(tmp_path):
     """--against with this very checkout: the opt-in settings apply to this side only, each side runs twice (other,
     this, this, other) and pools its timed steps, the ratios come out."""

@@ -160,6 +160,9 @@ def build_parser() -> OneLineParser:
     unroll.add_argument("--against", metavar="DIR", type=Path, default=None,
                         help="another checkout (e.g. `git worktree add /tmp/base 11eb99f`): run every row with its "
                              "code first, then with this one, and report the speedup and peak-memory ratio")
+    unroll.add_argument("--repeats", type=_positive_int, default=1, metavar="N",
+                        help="with --against: run each row N times in the order other, this, this, other (default 1; "
+                             "a shared VM's speed changes between processes, so take 3 or more for small ratios)")
     unroll.add_argument("--no-count", action="store_true",
                         help="skip the extra instrumented step that counts FLOPs and autograd saved bytes")
     return parser
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                         threads=(1 if args.quick else 0) if args.threads is None else args.threads,
                         count=not args.no_count, quick=args.quick)
     result = run_benchmark(out=Path(args.out), modes=args.modes, steps=steps, settings=settings,
-                           full_max_steps=args.full_max_steps, against=args.against)
+                           full_max_steps=args.full_max_steps, against=args.against, repeats=args.repeats)
     failed = [f"{r['mode']} T={r['steps']}" for r in result["rows"] if "error" in r]
     if failed:
         print(f"error: {len(failed)} configuration(s) failed: {', '.join(failed)} (see the table above)",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,15 +167,17 @@ def _with_timing(row: dict) -> dict:
     return row
 
 
-def merged_runs(first: dict, second: dict) -> dict:
-    """One row from two runs of the same configuration: their timed steps together, the larger peak memory."""
-    if "error" in first or "error" in second:
-        return first if "error" in first else second
-    row = {**first, "step_times_s": first["step_times_s"] + second["step_times_s"],
-           "runs_step_times_s": [first["step_times_s"], second["step_times_s"]]}
+def merged_runs(runs: list[dict]) -> dict:
+    """One row from several runs of the same configuration: their timed steps together (and per run), the largest
+    peak memory; the first failed run instead, if one failed."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    row = {**runs[0], "step_times_s": [t for r in runs for t in r["step_times_s"]],
+           "runs_step_times_s": [r["step_times_s"] for r in runs]}
     for key in ("peak_rss_mb", "peak_device_mb"):
-        if key in first:
-            row[key] = max(first[key], second[key])
+        if key in row:
+            row[key] = max(r[key] for r in runs)
     return _with_timing(row)
 
 
@@ -260,8 +263,10 @@ def _fmt(value: float | int | None, spec: str) -> str:
 def _against_cells(cmp: dict | None) -> list[str]:
     if not cmp or "error" in cmp:
         return ["FAILED" if cmp else "-", "-", "-", "-"]
-    return [f"{cmp['step_s_mean']:.2f}", f"{cmp['speedup']:.2f}x", f"{cmp['speedup_best']:.2f}x",
-            f"{cmp['peak_ratio']:.2f}"]
+    speedup = f"{cmp['speedup']:.2f}x"
+    if "speedup_per_repeat" in cmp:
+        speedup += f" ({min(cmp['speedup_per_repeat']):.2f}-{max(cmp['speedup_per_repeat']):.2f})"
+    return [f"{cmp['step_s_mean']:.2f}", speedup, f"{cmp['speedup_best']:.2f}x", f"{cmp['peak_ratio']:.2f}"]
 
 
 def format_table(result: dict) -> str:
@@ -287,8 +292,8 @@ def format_table(result: dict) -> str:
                          f"{rates['conv_inner_batch_bf16_gflops']:.1f}; % columns use these for bf16 rows")
     against = result.get("against")
     if against:
-        lines.insert(-1, f"against: {against} (each row run with that checkout's default engine, this one, this one, "
-                         f"and that one again; each side's timed steps pooled)")
+        lines.insert(-1, f"against: {against} (each row run {result.get('repeats', 1)} time(s) with that checkout's "
+                         f"default engine, this one, this one, and that one again; each side's timed steps pooled)")
     header = ["mode", "T", "k", "states", "s/step", "min s", "ms/inner", "x T0", f"peak {mem_kind} MiB",
               "setup MiB", "graph MiB", "GFLOP", "GFLOP/s", "% matmul", "% conv"] + (
         ["against s/step", "speedup", "best/best", "peak ratio"] if against else [])
@@ -337,12 +342,20 @@ def compare_rows(row: dict, base: dict) -> dict:
     """``row`` measured against ``base`` (the same work in the ``--against`` checkout, run around it)."""
     if "error" in base or "error" in row:
         return {"error": base.get("error") or row.get("error")}
-    return {"overrides": base["overrides"], "step_times_s": base["step_times_s"],
-            "step_s_mean": base["step_s_mean"], "peak_mb": base["peak_mb"],
-            "gflop": base.get("gflop"),
-            "step_s_min": base["step_s_min"], "speedup": base["step_s_mean"] / row["step_s_mean"],
-            # the fastest steps are the least disturbed by other jobs on a shared machine
-            "speedup_best": base["step_s_min"] / row["step_s_min"], "peak_ratio": row["peak_mb"] / base["peak_mb"]}
+    out = {"overrides": base["overrides"], "step_times_s": base["step_times_s"],
+           "step_s_mean": base["step_s_mean"], "peak_mb": base["peak_mb"], "gflop": base.get("gflop"),
+           "step_s_min": base["step_s_min"], "speedup": base["step_s_mean"] / row["step_s_mean"],
+           # the fastest steps are the least disturbed by other jobs on a shared machine
+           "speedup_best": base["step_s_min"] / row["step_s_min"], "peak_ratio": row["peak_mb"] / base["peak_mb"]}
+    pairs = list(zip(_pairs(base.get("runs_step_times_s", [])), _pairs(row.get("runs_step_times_s", []))))
+    if len(pairs) > 1:  # one ratio per repeat (its two runs a side), to show how much they agree
+        out["speedup_per_repeat"] = [statistics.fmean(b) / statistics.fmean(r) for b, r in pairs]
+    return out
+
+
+def _pairs(runs: list[list[float]]) -> list[list[float]]:
+    """Each repeat's timed steps: runs 2i and 2i+1 together."""
+    return [runs[i] + runs[i + 1] for i in range(0, len(runs) - 1, 2)]
 
 
 def _rate_fractions(row: dict, rates: dict) -> dict:
@@ -354,12 +367,12 @@ def _rate_fractions(row: dict, rates: dict) -> dict:
 
 
 def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Settings,
-                  full_max_steps: int | None = None, against: Path | None = None) -> dict:
+                  full_max_steps: int | None = None, against: Path | None = None, repeats: int = 1) -> dict:
     """Run every row, print the table, write ``<out>/bench_unroll.json`` (also after each row).
 
-    ``against``: another checkout (e.g. ``git worktree add /tmp/base <commit>``); every row runs four times, with its
-    code (default engine settings), this one, this one and its code again, so that each speed ratio comes from runs
-    side by side in a balanced order (each side's timed steps pooled)."""
+    ``against``: another checkout (e.g. ``git worktree add /tmp/base <commit>``); every row runs ``repeats`` times
+    with its code (default engine settings), this one, this one and its code again, so that each speed ratio comes
+    from runs side by side in a balanced order (each side's timed steps pooled)."""
     if against is not None:
         check_against_tree(against)
     device = resolve_device(settings.device)
@@ -378,7 +391,7 @@ def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Se
         "rates": peak_rates(device, width=settings.width, real_batch=NUM_CLASSES * settings.real_per_class,
                             inner_batch=NUM_CLASSES * settings.batch_per_class, quick=settings.quick,
                             bf16=settings.precision != "fp32"),
-        "against": None if against is None else str(against.resolve()),
+        "against": None if against is None else str(against.resolve()), "repeats": repeats,
         "rows": [], "fits": {}, "checks": {}, "complete": False,
     }
 
@@ -394,12 +407,16 @@ def run_benchmark(*, out: Path, modes: list[str], steps: list[int], settings: Se
             if against is None:
                 base, row = None, run_row(mode, t, settings, Path(tmp))
             else:
-                # in the order other, this, this, other, so that a machine whose speed drifts steadily during the
-                # row weighs on both sides alike (this VM's speed also wanders by ~10 % between processes: the same
-                # code against itself read 0.95x run once each way and 0.92x in this order)
-                base = run_row(mode, t, settings, Path(tmp), tree=against)
-                row = merged_runs(run_row(mode, t, settings, Path(tmp)), run_row(mode, t, settings, Path(tmp)))
-                base = merged_runs(base, run_row(mode, t, settings, Path(tmp), tree=against))
+                # `repeats` times in the order other, this, this, other, so that a machine whose speed drifts
+                # steadily during the row weighs on both sides alike. Shared VMs also change speed between
+                # processes: the same code against itself read 0.92-0.95x, and one configuration 3.5 s per step in
+                # one window and 5.0 s a few minutes later, hence several repeats for a ratio under ~1.2x
+                base_runs, runs = [], []
+                for _ in range(repeats):
+                    base_runs.append(run_row(mode, t, settings, Path(tmp), tree=against))
+                    runs += [run_row(mode, t, settings, Path(tmp)), run_row(mode, t, settings, Path(tmp))]
+                    base_runs.append(run_row(mode, t, settings, Path(tmp), tree=against))
+                row, base = merged_runs(runs), merged_runs(base_runs)
             if "achieved_gflops" in row:
                 row.update(_rate_fractions(row, result["rates"]))
                 row["fraction_of_matmul"] = row["fraction_of_matmul_2048"]  # the name JSON of earlier versions used

@@ -26,10 +26,11 @@ The derivatives, per image n and channel c over the M = H*W positions, with <.> 
 
 Third derivatives are not implemented (the engine never needs them): asking for them raises.
 
-Compilation happens on first use (about 20 s per dtype on a 2-core CPU, cached on disk by torch for later
-processes). Where it cannot (no C++ compiler, an unsupported device), the same kernels run uncompiled, after a
-one-line warning: still exact, but slower than the plain modules, so ``model.fused=false`` is then the faster
-choice. Under ``torch.func`` transforms (``vmap`` of stacked unrolls) the ConvNet uses its plain modules.
+Compilation happens on first use: about 35 s for the default job on a 2-core CPU, cached on disk by torch
+(``TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_$USER``), after which a new process spends about 4 s
+importing the compiler and loading its kernels. Where compiling fails (no C++ compiler, an unsupported device),
+one line says so and the ConvNet runs its plain modules from then on. Under ``torch.func`` transforms (``vmap``
+of stacked unrolls) it uses its plain modules too.
 """
 from __future__ import annotations
 
@@ -133,18 +134,18 @@ def _dynamic(t: Tensor) -> Tensor:
 
 
 class _Kernel:
-    """A pure tensor function, compiled on first call; uncompiled after a one-line warning if compiling fails."""
+    """A pure tensor function, compiled on first call. If compiling fails, the call runs uncompiled, one line says
+    so, and :func:`can_fuse` turns the ConvNet back to its plain modules (faster than uncompiled kernels)."""
 
-    warned = False
+    failed = False
 
     def __init__(self, fn: Callable) -> None:
         self.fn = fn
         self._compiled: Callable | None = None
-        self._broken = False
 
     def __call__(self, *args):
-        if self._broken:
-            return self.fn(*args)
+        if _Kernel.failed:
+            return self.fn(*args)  # a graph recorded before the failure still calls its kernels
         if self._compiled is None:
             # torch's C++ build helper logs a warning about CUDA_HOME on CPU-only machines: not ours to show
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -154,12 +155,10 @@ class _Kernel:
             return self._compiled(*(_dynamic(a) if isinstance(a, Tensor) else a for a in args))
         except Exception as error:  # compilation failed (no compiler, unsupported device): run it as written
             out = self.fn(*args)  # an error in the kernel itself raises here, uncaught
-            self._broken = True
-            if not _Kernel.warned:
-                _Kernel.warned = True
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-                print(f"warning: model.fused: torch.compile failed ({first}); the fused ConvNet blocks run "
-                      f"uncompiled, which is slower than model.fused=false", file=sys.stderr)
+            _Kernel.failed = True
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            print(f"warning: model.fused: torch.compile failed ({first}); the ConvNet runs its plain modules from "
+                  f"here on, as with model.fused=false", file=sys.stderr)
             return out
 
 
@@ -219,6 +218,6 @@ def norm_relu_pool(z: Tensor, weight: Tensor, bias: Tensor, *, eps: float, pool:
 
 
 def can_fuse(*tensors: Tensor) -> bool:
-    """Whether the fused block may run on these tensors: not under ``torch.func`` transforms (vmap/grad wrap
-    tensors, and the hand-written autograd.Functions define no vmap rule)."""
-    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    """Whether the fused block may run on these tensors: its kernels compile here, and no ``torch.func`` transform
+    is active (vmap/grad wrap tensors, and the hand-written autograd.Functions define no vmap rule)."""
+    return not _Kernel.failed and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
