@@ -137,8 +137,9 @@ class ModelConfig:
     fused: bool = True
     """convnet with instance norm and avg (or no) pooling: each block's norm -> ReLU -> pool runs as one compiled
     function with hand-written first and second derivatives (rtp_scale.models.fused_block): the same network and
-    gradients up to float rounding, faster in unrolls and evaluation, and half the graph per inner step. false:
-    the plain modules (artifacts from before this key was recorded evaluate that way). No effect on other models."""
+    gradients up to float rounding, less than half the graph per inner step, and somewhat faster (README,
+    Networks), after compiling once per machine. false: the plain modules (artifacts from before this key was
+    recorded evaluate that way). No effect on other models."""
 
     def __post_init__(self) -> None:
         _positive("model", "width", self.width, allow_zero=True)

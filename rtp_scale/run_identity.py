@@ -115,7 +115,8 @@ def check_resume(identity: dict[str, Any], cfg: Config, *, step: int, where: str
     now, defaults = flat_config(cfg), _defaults()
     refused, allowed = [], {}
     for key, new in now.items():
-        # a key this checkpoint predates: its run behaved like the key's default (new keys default to the old way)
+        # a key this checkpoint predates: its run behaved like the key's default (new keys default to the old way),
+        # or as PREDATING says where the default changed the way
         old = saved.get(key, PREDATING.get(key, defaults[key]))
         if old == new or _matches(key, UNUSED_BY_THE_RESULT) or not _used(key, cfg):
             continue

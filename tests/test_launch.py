@@ -561,3 +561,13 @@ def test_failed_member_reported_and_only_it_resubmitted_debug_cluster(tmp_path, 
     assert len(jobs["digits_s0"]) == 1 and len(jobs["cifar10_s0"]) == 2
     assert manifest["submissions"][-1]["members"] == ["cifar10_s0"]
     assert manifest["members"][1]["previous_errors"][0]["error"].startswith("UserError: cifar10")
+
+
+def test_ipc10_memory_members_are_the_parent_cells_dd_and_frepo_memories(tmp_path):
+    parent = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10")}
+    memories = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10_memories")}
+    assert set(memories) == {"mnist5k_ipc10_dd_memories_s0", "mnist5k_ipc10_frepo_memories_s0"}
+    for name, config in memories.items():  # the same config but for the run directory
+        assert config["memory"]["kind"] == "addressable" and config["method"]["name"] in ("dd", "frepo"), name
+        assert {**config, "run": {**config["run"], "out_dir": None}} == {**parent[name], "run": {**parent[name]["run"],
+                                                                                              "out_dir": None}}, name
