@@ -7,8 +7,10 @@
 Setting (the issue's): ConvNet-128-3 with instance norm on mnist5k (1x28x28, 10 classes), the default
 addressable memory at 1 IPC (16 bases at 14x14, 29 recalled images per class), 10 synthetic images per
 inner step (``inner.batch_per_class=1``), real batch 640 (``data.real_per_class=64``), inner SGD with
-momentum 0.9, no augmentation. Rows: every ``--modes`` mode at every ``--steps`` T, except that ``full``
-(whose graph grows linearly with T) runs only up to ``--full-max-steps`` (default: the smallest T).
+momentum 0.9, no augmentation, the fused ConvNet blocks (``model.fused``; ``--no-fused`` for the plain modules;
+``--width 32 --batch-per-class 5`` for the default job's network). Rows: every ``--modes`` mode at every ``--steps``
+T, except that ``full`` (whose graph grows linearly with T) runs only up to ``--full-max-steps`` (default: the
+smallest T).
 
 Every row runs in a fresh subprocess (:mod:`rtp_scale.bench._worker`): a warm-up outer step, ``--timed``
 timed outer steps, then the peak memory is read (CPU: ``ru_maxrss`` of that process, which includes the
