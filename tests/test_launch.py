@@ -582,3 +582,23 @@ def test_ipc10_pixel_seeds_repeat_the_parent_cells_pixel_members_at_seeds_1_and_
         twin = parent[name[:-1] + "0"]
         assert config["memory"]["kind"] == "pixel" and config["run"]["seed"] == int(name[-1]), name
         assert {k: v for k, v in config.items() if k != "run"} == {k: v for k, v in twin.items() if k != "run"}, name
+
+
+def test_ipc10_eval_augment_members_are_the_unaugmented_starts_but_for_evaluations_augmentation(tmp_path):
+    members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_eval_augment")}
+    horizon = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon_seeds")}
+    compare = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10")}
+    # the rows they are compared with: the PCA start (seed 1's member, reseeded) and random real images
+    twins = {"memory_start": horizon["pca_no_distill_s1"], "pixel_start": compare["mnist5k_ipc10_start_pixels_s0"]}
+    augments = {"geometry": "crop_scale_rotate", "dsa": "color_crop_cutout_scale_rotate"}
+    assert set(members) == {f"{start}_{aug}_s0" for start in twins for aug in augments}
+    for name, config in members.items():
+        start, aug = name.rsplit("_", 2)[0], name.rsplit("_", 2)[1]
+        twin = twins[start]
+        assert config["meta"]["steps"] == 0 == twin["meta"]["steps"] and config["run"]["seed"] == 0, name
+        # 3 networks: the first 3 of the pixel start's 5 (networks are seeded by seed and index)
+        assert config["eval"] == {**twin["eval"], "augment": augments[aug], "num_nets": 3}, name
+        assert config["data"] == twin["data"] and config["model"] == twin["model"], name
+        unread = {"num_bases", "downsample"} if start == "pixel_start" else set()  # a pixel set has no bases
+        assert ({k: v for k, v in config["memory"].items() if k not in unread}
+                == {k: v for k, v in twin["memory"].items() if k not in unread}), name
