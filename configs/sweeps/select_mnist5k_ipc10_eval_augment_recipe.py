@@ -1,0 +1,27 @@
+"""The 10-IPC recipe (``configs/mnist5k_rtp_ipc10.toml``: T = 1,200 truncated to its last 60 steps, Adam 5e-4, 75
+outer steps) distilled at seeds 0 and 1 and evaluated with augmented training (``eval.augment=crop_scale_rotate``),
+on the validation split, 3 networks: does distillation's gain over its start hold when evaluation augments?
+
+``select_mnist5k_ipc10_eval_augment.py`` measured the two undistilled starts under that protocol; the distillation
+itself does not read ``eval.augment``, so the artifacts can be scored under any protocol afterwards
+(``python -m rtp_scale.evaluate --artifact <member>/memory.safetensors --no-scores --set eval.augment=...``).
+The members are ``select_mnist5k_ipc10_horizon_seeds.py``'s distilled member but for the seed and the evaluation's
+augmentation (tests/test_launch.py keeps them so).
+
+    OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/select_mnist5k_ipc10_eval_augment_recipe.py --cluster local \
+        --cpus 1 --array-parallelism 2 --wait
+    python -m launch.collect runs/sweeps/select_mnist5k_ipc10_eval_augment_recipe
+"""
+import runpy
+from pathlib import Path
+
+_seeds = runpy.run_path(str(Path(__file__).with_name("select_mnist5k_ipc10_horizon_seeds.py")))
+
+NAME = "select_mnist5k_ipc10_eval_augment_recipe"
+DESCRIPTION = "mnist5k IPC 10: the 10-IPC recipe at seeds 0 and 1, evaluated with eval.augment=crop_scale_rotate"
+BASE = _seeds["BASE"]
+GRID = {"variant": {"T1200_lr5e-4_geometry": [*_seeds["GRID"]["variant"]["T1200_lr5e-4"],
+                                              "eval.augment=crop_scale_rotate"]}}
+SEEDS = [0, 1]
+OVERRIDES = _seeds["OVERRIDES"]
+RESOURCES = _seeds["RESOURCES"]
