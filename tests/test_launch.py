@@ -607,10 +607,10 @@ def test_ipc10_eval_augment_members_are_the_unaugmented_starts_but_for_evaluatio
 def test_ipc10_eval_augment_recipe_members_are_the_recipe_but_for_evaluations_augmentation(tmp_path):
     members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_eval_augment_recipe")}
     recipe = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon_seeds")}
-    assert set(members) == {"T1200_lr5e-4_geometry_s0", "T1200_lr5e-4_geometry_s1"}
+    assert set(members) == {"T1200_lr5e-4_dsa_s0", "T1200_lr5e-4_dsa_s1"}
     twin = recipe["T1200_lr5e-4_s1"]
     for name, config in members.items():
-        assert config["run"]["seed"] == int(name[-1]) and config["eval"]["augment"] == "crop_scale_rotate", name
-        assert config["eval"] == {**twin["eval"], "augment": "crop_scale_rotate"}, name
+        assert config["run"]["seed"] == int(name[-1]), name
+        assert config["eval"] == {**twin["eval"], "augment": "color_crop_cutout_scale_rotate"}, name
         assert {k: v for k, v in config.items() if k not in ("run", "eval")} == \
             {k: v for k, v in twin.items() if k not in ("run", "eval")}, name
