@@ -607,7 +607,7 @@ def test_ipc10_eval_augment_members_are_the_unaugmented_starts_but_for_evaluatio
 def test_ipc10_eval_augment_recipe_members_are_the_recipe_but_for_evaluations_augmentation(tmp_path):
     members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_eval_augment_recipe")}
     recipe = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon_seeds")}
-    assert set(members) == {"T1200_lr5e-4_dsa_s0", "T1200_lr5e-4_dsa_s1"}
+    assert set(members) == {f"T1200_lr5e-4_dsa_s{seed}" for seed in (0, 1, 2)}
     twin = recipe["T1200_lr5e-4_s1"]
     for name, config in members.items():
         assert config["run"]["seed"] == int(name[-1]), name

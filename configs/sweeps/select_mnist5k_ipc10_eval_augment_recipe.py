@@ -1,5 +1,5 @@
 """The 10-IPC recipe (``configs/mnist5k_rtp_ipc10.toml``: T = 1,200 truncated to its last 60 steps, Adam 5e-4, 75
-outer steps) distilled at seeds 0 and 1 and evaluated with DSA's augmentation for MNIST
+outer steps) distilled at seeds 0, 1 and 2 and evaluated with DSA's augmentation for MNIST
 (``eval.augment=color_crop_cutout_scale_rotate``), on the validation split, 3 networks: does distillation's gain over
 its start hold when evaluation augments?
 
@@ -20,10 +20,10 @@ from pathlib import Path
 _seeds = runpy.run_path(str(Path(__file__).with_name("select_mnist5k_ipc10_horizon_seeds.py")))
 
 NAME = "select_mnist5k_ipc10_eval_augment_recipe"
-DESCRIPTION = "mnist5k IPC 10: the 10-IPC recipe at seeds 0 and 1, evaluated with DSA's MNIST augmentation"
+DESCRIPTION = "mnist5k IPC 10: the 10-IPC recipe at seeds 0-2, evaluated with DSA's MNIST augmentation"
 BASE = _seeds["BASE"]
 GRID = {"variant": {"T1200_lr5e-4_dsa": [*_seeds["GRID"]["variant"]["T1200_lr5e-4"],
                                          "eval.augment=color_crop_cutout_scale_rotate"]}}
-SEEDS = [0, 1]
+SEEDS = [0, 1, 2]
 OVERRIDES = _seeds["OVERRIDES"]
 RESOURCES = _seeds["RESOURCES"]
