@@ -573,11 +573,11 @@ def test_ipc10_memory_members_are_the_parent_cells_dd_and_frepo_memories(tmp_pat
                                                                                               "out_dir": None}}, name
 
 
-def test_ipc10_pixel_seeds_repeat_the_parent_cells_pixel_members_at_seeds_1_and_2(tmp_path):
+def test_ipc10_pixel_seeds_repeat_the_parent_cells_pixel_members_at_seeds_0_1_and_2(tmp_path):
     parent = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10")}
     seeds = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10_pixel_seeds")}
     variants = ("start_pixels", "rtp_pixels", "rtp_pixels_lr1e-2", "dd_pixels", "frepo_pixels")
-    assert set(seeds) == {f"mnist5k_ipc10_{v}_s{s}" for v in variants for s in (1, 2)}
+    assert set(seeds) == {f"mnist5k_ipc10_{v}_s{s}" for v in variants for s in (0, 1, 2)}
     for name, config in seeds.items():  # the seed-0 member's config but for the seed and the run directory
         twin = parent[name[:-1] + "0"]
         assert config["memory"]["kind"] == "pixel" and config["run"]["seed"] == int(name[-1]), name
