@@ -137,6 +137,26 @@ def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
     assert {m["config"]["data"]["eval_split"] for m in members} == {"val"}
 
 
+def test_unroll_ablation_seeds_repeat_every_cell_and_score_the_start_at_seeds_1_and_2(tmp_path):
+    def configs(name):
+        return {m["name"]: m["config"] for m in shipped_members(tmp_path, name)}
+
+    def without_run_and_eval_every(config):
+        return {**{k: v for k, v in config.items() if k != "run"}, "eval": {**config["eval"], "every": 0}}
+
+    parent, seeds = configs("ablation_unroll_mnist5k"), configs("ablation_unroll_mnist5k_seeds")
+    cells = {name.rsplit("_", 1)[0] for name in parent}
+    assert len(cells) == 8 and set(seeds) == {f"{c}_s{s}" for c in cells | {"start"} for s in (1, 2)}
+    for name, config in seeds.items():
+        assert config["run"]["seed"] == int(name[-1]) and config["eval"]["every"] == 0
+        if not name.startswith("start"):  # the parent's member of that cell but for its seed and evaluations
+            assert without_run_and_eval_every(config) == without_run_and_eval_every(parent[f"{name[:-3]}_s0"])
+    # the start: any cell's memory before its first outer step, scored on the same split by the same networks
+    start, cell = seeds["start_s1"], parent["T50_momentum0.9_s0"]
+    assert start["meta"]["steps"] == 0 and start["memory"] == cell["memory"] and start["eval"] == {**cell["eval"], "every": 0}
+    assert start["data"] == cell["data"] and start["model"] == cell["model"]
+
+
 def test_ipc10_gain_sweep_distils_the_10ipc_recipes_pca_start_at_equal_inner_steps_on_validation(tmp_path):
     members = shipped_members(tmp_path, "select_mnist5k_ipc10_gain")
     cells = {(m["config"]["inner"]["steps"], m["config"]["meta"]["lr"]) for m in members}
@@ -444,6 +464,51 @@ def test_curves_put_each_evaluation_at_the_cpu_seconds_of_the_steps_before_it(tm
     assert (sweep / "accuracy_vs_cpu_seconds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _curves_csv(path: Path, rows: list[tuple]) -> Path:
+    """A curves.csv as launch.collect writes it: (member, seed, step, cpu_seconds, acc_mean) per evaluation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["member,variant,seed,split,step,cpu_seconds,wall_seconds,acc_mean,acc_std"]
+    lines += [f"{m},v,{seed},val,{step},{cpu},{cpu},{acc},1.0" for m, seed, step, cpu, acc in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_pool_takes_each_seeds_final_evaluation_and_its_gain_over_that_seeds_start(tmp_path):
+    """Seed 0 from a sweep with eval.every (its start logged by a member at step 0, its half-way point not the
+    final one), seeds 1-2 from a seeds sweep with only final evaluations and a meta.steps=0 start member."""
+    parent = _curves_csv(tmp_path / "a" / "curves.csv", [
+        ("T50_s0", 0, 0, 0.0, 86.0), ("T50_s0", 0, 12, 150.0, 95.0), ("T50_s0", 0, 24, 300.0, 90.0),
+        ("T10_s0", 0, 120, 200.0, 80.0)])
+    seeds = _curves_csv(tmp_path / "b" / "curves.csv", [
+        ("T50_s1", 1, 24, 320.0, 91.0), ("T50_s2", 2, 24, 340.0, 92.0), ("T10_s1", 1, 120, 220.0, 82.0),
+        ("start_s1", 1, 0, 0.0, 88.0), ("start_s2", 2, 0, 0.0, 87.0)])
+    out = tmp_path / "pooled"
+    proc = run_module("launch.pool", str(parent), str(seeds), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["cell"]: r for r in csv.DictReader((out / "pooled.csv").open())}
+    assert list(rows) == ["start", "T10", "T50"]
+    assert (rows["start"]["seeds"], rows["start"]["acc_mean"]) == ("0 1 2", "87.00")
+    t50 = rows["T50"]  # 90, 91, 92: seed 0's final point, not its better half-way one
+    assert (t50["acc_per_seed"], t50["acc_mean"], t50["acc_std_over_seeds"], t50["cpu_seconds_mean"]) == (
+        "90.00 91.00 92.00", "91.00", "0.82", "320")
+    assert t50["gain_over_start"] == "+4.00"  # (90-86 + 91-88 + 92-87) / 3
+    assert (rows["T10"]["gain_over_start"], rows["T10"]["gain_seeds"]) == ("-6.00", "0 1")  # (80-86 + 82-88) / 2
+    assert proc.stdout == (out / "pooled.md").read_text()
+    assert (out / "final_accuracy_vs_cpu_seconds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pool_refuses_starts_that_disagree_and_mixed_splits_in_one_line(tmp_path):
+    a = _curves_csv(tmp_path / "a.csv", [("T50_s0", 0, 0, 0.0, 86.0), ("T50_s0", 0, 24, 300.0, 90.0)])
+    b = _curves_csv(tmp_path / "b.csv", [("start_s0", 0, 0, 0.0, 85.0)])  # seed 0's start, other networks
+    proc = run_module("launch.pool", str(a), str(b), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "seed 0's start was evaluated twice" in proc.stderr
+    c = tmp_path / "c.csv"
+    c.write_text(_curves_csv(tmp_path / "c0.csv", [("T10_s1", 1, 10, 5.0, 80.0)]).read_text().replace(",val,", ",test,"))
+    proc = run_module("launch.pool", str(a), str(c), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "mix evaluation splits ['test', 'val']" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_collect_orders_numbered_variants_by_value(tmp_path):
     sweep = tmp_path / "abl"
     members = [_fake_member(sweep, name, 1, 0, acc=80.0) for name in ("T100", "T20", "T10")]
@@ -571,6 +636,16 @@ def test_ipc10_memory_members_are_the_parent_cells_dd_and_frepo_memories(tmp_pat
         assert config["memory"]["kind"] == "addressable" and config["method"]["name"] in ("dd", "frepo"), name
         assert {**config, "run": {**config["run"], "out_dir": None}} == {**parent[name], "run": {**parent[name]["run"],
                                                                                               "out_dir": None}}, name
+
+
+def test_ipc10_memory_seeds_repeat_the_dd_and_frepo_memories_at_seeds_1_and_2(tmp_path):
+    parent = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10_memories")}
+    seeds = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10_memory_seeds")}
+    assert set(seeds) == {f"mnist5k_ipc10_{m}_memories_s{s}" for m in ("dd", "frepo") for s in (1, 2)}
+    for name, config in seeds.items():  # the seed-0 member's config but for the seed and the run directory
+        twin = parent[name[:-1] + "0"]
+        assert config["run"]["seed"] == int(name[-1]), name
+        assert {k: v for k, v in config.items() if k != "run"} == {k: v for k, v in twin.items() if k != "run"}, name
 
 
 def test_ipc10_pixel_seeds_repeat_the_parent_cells_pixel_members_at_seeds_0_1_and_2(tmp_path):
