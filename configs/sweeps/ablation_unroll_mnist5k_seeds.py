@@ -23,11 +23,13 @@ _inner_steps = _parent["INNER_STEPS_IN_ALL"]
 NAME = "ablation_unroll_mnist5k_seeds"
 DESCRIPTION = "ablation_unroll_mnist5k's (T, momentum) cells and their start at distillation seed 1, final evaluation only"
 BASE = _parent["BASE"]
-# one axis, named as the parent's members are (T50_momentum0.9_s1 is the parent's T50_momentum0.9_s0 at seed 1)
+# one axis, named as the parent's members are (T50_momentum0.9_s1 is the parent's T50_momentum0.9_s0 at seed 1);
+# in the order they run, so that a sweep cut short holds the start and the momentum-0.9 row first (--resubmit
+# runs the rest): the start, then momentum 0.9 at every T, then momentum 0
 GRID = {"variant": {
-    **{f"T{t}_momentum{m:g}": [f"inner.steps={t}", f"meta.steps={_inner_steps // t}", f"inner.momentum={m}"]
-       for t in (10, 20, 50, 100) for m in (0.0, 0.9)},
     "start": ["meta.steps=0"],
+    **{f"T{t}_momentum{m:g}": [f"inner.steps={t}", f"meta.steps={_inner_steps // t}", f"inner.momentum={m}"]
+       for m in (0.9, 0.0) for t in (10, 50, 100, 20)},
 }}
 SEEDS = [1]
 OVERRIDES = [*_parent["OVERRIDES"], "eval.every=0"]
