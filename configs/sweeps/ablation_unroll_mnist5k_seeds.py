@@ -9,9 +9,9 @@ over its start is measured on the same networks.
     OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/ablation_unroll_mnist5k_seeds.py --cluster local --cpus 1 --array-parallelism 2 --wait
     python -m launch.collect runs/sweeps/ablation_unroll_mnist5k_seeds --plot
 
-Hardware: a 2-core CPU, two members side by side on one thread each: about 10-20 minutes per distilling member
-(5-12 of distillation, the rest one evaluation of 3 networks), 4-8 per start member, so one seed of the grid is
-about 75 minutes. More seeds: append them to ``SEEDS`` and run the sweep into a new ``--out`` directory;
+Hardware: a 2-core AMD EPYC VM, two members side by side on one thread each: 8-13 minutes per distilling member
+(4-6 of distillation, about 4 of evaluating 3 networks), 7 for the start member, 44 minutes for the grid at one
+seed. More seeds: append them to ``SEEDS`` and run the sweep into a new ``--out`` directory;
 ``launch.pool`` pools any number of seeds.
 """
 import runpy
