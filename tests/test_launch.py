@@ -157,6 +157,53 @@ def test_unroll_ablation_seeds_repeat_every_cell_and_score_the_start_at_seed_1(t
     assert start["data"] == cell["data"] and start["model"] == cell["model"]
 
 
+def test_digits_budget_crossover_compares_starts_at_equal_storage_and_scores_its_choices_on_test(tmp_path):
+    selection = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_budget_crossover")}
+    for name, config in selection.items():
+        assert config["meta"]["steps"] == 0 and config["data"]["name"] == "digits", name
+        assert (config["data"]["val_per_class"], config["data"]["eval_split"]) == (18, "val"), name
+        assert config["memory"]["ipc"] == int(name.split("_")[0][3:]), name
+    # every memory fits its budget with at least 3 slots per class, at full 8x8 resolution
+    memories = [c["memory"] for c in selection.values() if c["memory"]["kind"] == "addressable"]
+    assert len(memories) == 9 and {m["downsample"] for m in memories} == {1}
+    assert all((m["ipc"] * 640 - 64 * m["num_bases"]) // (10 * m["num_bases"]) >= 3 for m in memories)
+    # IPC 1's memory is the method comparison's digits start, so its test row is that table's
+    compare = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol")}
+    assert selection["ipc1_memory_K4_s0"]["memory"] == compare["digits_ipc1_start_memories_s0"]["memory"]
+    test = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_budget_crossover_test")}
+    assert len(test) == 18
+    for name, config in test.items():  # the selection member but for its seed and the split it reports on
+        twin = selection[name[:-1] + "0"]
+        assert config["run"]["seed"] == int(name[-1]) and config["data"]["eval_split"] == "test", name
+        assert {**config["data"], "eval_split": "val"} == twin["data"], name
+        assert {k: v for k, v in config.items() if k not in ("run", "data")} == \
+            {k: v for k, v in twin.items() if k not in ("run", "data")}, name
+    # the distilled sets: the starts' storage under the schedule the method comparison gives RtP on digits
+    distilled = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_budget_crossover_distilled")}
+    assert len(distilled) == 6
+    for name, config in distilled.items():
+        start, kind = selection[name[len("rtp_"):]], "pixels" if "pixels" in name else "memories"
+        schedule = compare[f"digits_ipc1_rtp_{kind}_s0"]
+        assert config["memory"] == start["memory"] and config["data"] == start["data"], name
+        for section in ("inner", "meta", "unroll", "eval", "model", "method"):
+            assert config[section] == schedule[section], (name, section)
+
+
+def test_final_ipc10_runs_are_the_selected_recipe_on_the_whole_training_split_scored_on_test(tmp_path):
+    members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "final_mnist5k_ipc10_whole_train")}
+    assert list(members) == [f"{v}_s{s}" for v in ("recipe", "start") for s in (0, 1, 2)]
+    selection = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon_seeds")}
+    for name, config in members.items():
+        twin = selection[("T1200_lr5e-4" if name.startswith("recipe") else "pca_no_distill") + "_s1"]
+        assert config["run"]["seed"] == int(name[-1])
+        # the selection run's config but for its data split: no images held out, scored on test
+        assert (config["data"]["val_per_class"], config["data"]["eval_split"]) == (0, "test")
+        assert {k: v for k, v in config["data"].items() if k not in ("val_per_class", "eval_split")} == \
+            {k: v for k, v in twin["data"].items() if k not in ("val_per_class", "eval_split")}
+        assert {k: v for k, v in config.items() if k not in ("run", "data")} == \
+            {k: v for k, v in twin.items() if k not in ("run", "data")}, name
+
+
 def test_ipc10_gain_sweep_distils_the_10ipc_recipes_pca_start_at_equal_inner_steps_on_validation(tmp_path):
     members = shipped_members(tmp_path, "select_mnist5k_ipc10_gain")
     cells = {(m["config"]["inner"]["steps"], m["config"]["meta"]["lr"]) for m in members}
