@@ -21,12 +21,15 @@ images once on the test split at seeds 0, 1 and 2, and ``digits_budget_crossover
 Measured (validation %, 3 networks): README, "digits between 1 and 10 IPC"; chosen: K=4 at IPC 1 (the only
 candidate), K=8 at IPC 2 and 3, K=16 at IPC 5.
 
-    OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/digits_budget_crossover.py --cluster local --cpus 1 --array-parallelism 2 --wait
+    OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/digits_budget_crossover.py --cluster local --cpus 1 --array-parallelism 1 --wait
     python -m launch.collect runs/sweeps/digits_budget_crossover --out benchmarks/results/digits_budget_crossover
 
 Hardware: a 2-core CPU, one thread per member: 1-5 minutes per member (evaluation only,
 about 0.3 s per synthetic image), about 20 minutes for the sweep.
 """
+from rtp_scale.errors import UserError
+from rtp_scale.memory.budget import addressable_images_per_class
+
 NAME = "digits_budget_crossover"
 DESCRIPTION = "digits IPC 1/2/3/5: random real images vs the no-distillation memory with K=4, 8, 16 bases at 8x8, validation"
 BASE = "configs/mnist5k_rtp_ipc1.toml"
@@ -36,7 +39,12 @@ _NUM_BASES = (4, 8, 16)
 
 
 def _slots(ipc: int, num_bases: int) -> int:
-    return (ipc * 640 - 64 * num_bases) // (10 * num_bases)
+    """Slots per class of K full-resolution 8x8 bases in ``ipc`` images per class of 10 classes (0: no room)."""
+    try:
+        return addressable_images_per_class(ipc=ipc, num_classes=10, pixels_per_image=64, num_bases=num_bases,
+                                            downsample=1)
+    except UserError:  # the bases alone exceed the budget
+        return 0
 
 
 GRID = {"variant": {

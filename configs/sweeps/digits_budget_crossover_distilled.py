@@ -18,13 +18,14 @@ import runpy
 from pathlib import Path
 
 _parent = runpy.run_path(str(Path(__file__).with_name("digits_budget_crossover.py")))
-_CHOSEN = ("ipc2_pixels", "ipc3_pixels", "ipc5_pixels", "ipc2_memory_K8", "ipc3_memory_K8", "ipc5_memory_K16")
+_chosen = runpy.run_path(str(Path(__file__).with_name("digits_budget_crossover_test.py")))["GRID"]["variant"]
+_rtp_pixels = runpy.run_path(str(Path(__file__).with_name("compare_default_protocol.py")))["_RTP_PIXELS"]
 
 NAME = "digits_budget_crossover_distilled"
 DESCRIPTION = "digits IPC 2/3/5: RtP (the default job's schedule) on random real images and on the chosen memory, validation"
 BASE = _parent["BASE"]
-GRID = {"variant": {f"rtp_{name}": [*_parent["GRID"]["variant"][name], *(["meta.steps=60"] if "pixels" in name else [])]
-                    for name in _CHOSEN}}
+GRID = {"variant": {f"rtp_{name}": [*overrides, *(_rtp_pixels if "pixels" in name else [])]
+                    for name, overrides in _chosen.items()}}
 SEEDS = [0]
 OVERRIDES = [override for override in _parent["OVERRIDES"] if override != "meta.steps=0"]
 RESOURCES = _parent["RESOURCES"]
