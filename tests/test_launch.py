@@ -25,6 +25,7 @@ from launch import collect as collect_mod
 from launch import sweep as sweep_mod
 from launch.task import DistillTask, distributed_env
 from rtp_scale.config import load_config
+from rtp_scale.memory.budget import addressable_images_per_class
 
 SMOKE = ROOT / "configs" / "sweeps" / "smoke.py"
 
@@ -137,22 +138,23 @@ def test_unroll_ablation_spends_the_same_inner_steps_in_every_member(tmp_path):
     assert {m["config"]["data"]["eval_split"] for m in members} == {"val"}
 
 
-def test_unroll_ablation_seeds_repeat_every_cell_and_score_the_start_at_seed_1(tmp_path):
+@pytest.mark.parametrize("sweep, seed", [("ablation_unroll_mnist5k_seeds", 1), ("ablation_unroll_mnist5k_seed2", 2)])
+def test_unroll_ablation_seeds_repeat_every_cell_and_score_the_start(tmp_path, sweep, seed):
     def configs(name):
         return {m["name"]: m["config"] for m in shipped_members(tmp_path, name)}
 
     def without_run_and_eval_every(config):
         return {**{k: v for k, v in config.items() if k != "run"}, "eval": {**config["eval"], "every": 0}}
 
-    parent, seeds = configs("ablation_unroll_mnist5k"), configs("ablation_unroll_mnist5k_seeds")
+    parent, seeds = configs("ablation_unroll_mnist5k"), configs(sweep)
     cells = {name.rsplit("_", 1)[0] for name in parent}
-    assert len(cells) == 8 and set(seeds) == {f"{c}_s1" for c in cells | {"start"}}
+    assert len(cells) == 8 and set(seeds) == {f"{c}_s{seed}" for c in cells | {"start"}}
     for name, config in seeds.items():
         assert config["run"]["seed"] == int(name[-1]) and config["eval"]["every"] == 0
         if not name.startswith("start"):  # the parent's member of that cell but for its seed and evaluations
             assert without_run_and_eval_every(config) == without_run_and_eval_every(parent[f"{name[:-3]}_s0"])
     # the start: any cell's memory before its first outer step, scored on the same split by the same networks
-    start, cell = seeds["start_s1"], parent["T50_momentum0.9_s0"]
+    start, cell = seeds[f"start_s{seed}"], parent["T50_momentum0.9_s0"]
     assert start["meta"]["steps"] == 0 and start["memory"] == cell["memory"] and start["eval"] == {**cell["eval"], "every": 0}
     assert start["data"] == cell["data"] and start["model"] == cell["model"]
 
@@ -247,6 +249,26 @@ def test_ipc10_horizon_seeds_repeat_the_selected_member_and_its_start_at_other_s
             assert {k: v for k, v in config.items() if k != "run"} == {k: v for k, v in selected.items() if k != "run"}
         else:  # its start: the same memory, no outer step
             assert config["meta"]["steps"] == 0 and config["memory"] == selected["memory"]
+
+
+def test_ipc10_shapes_sweep_scores_starts_of_equal_storage_that_differ_only_in_shape(tmp_path):
+    members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_shapes")}
+    shapes = {(c["memory"]["num_bases"], c["memory"]["downsample"]) for c in members.values()}
+    assert shapes == {(32, 2), (48, 2), (64, 2), (96, 2), (32, 1)}
+    recipe = load_config(ROOT / "configs/mnist5k_rtp_ipc10.toml").to_dict()
+    reference = members["K64_14x14_s0"]  # the recipe's start (its shape), as the horizon seeds score it
+    assert reference["memory"] == {**recipe["memory"], "init": "pca"}
+    for name, config in members.items():  # no outer step, validation split, the same network and evaluation
+        assert config["meta"]["steps"] == 0 and config["memory"]["init"] == "pca", name
+        assert (config["data"]["eval_split"], config["data"]["val_per_class"]) == ("val", 50), name
+        assert {k: v for k, v in config.items() if k not in ("memory", "run")} == \
+            {k: v for k, v in reference.items() if k not in ("memory", "run")}, name
+        memory = config["memory"]
+        slots = addressable_images_per_class(ipc=memory["ipc"], num_classes=10, pixels_per_image=784,
+                                             num_bases=memory["num_bases"], downsample=memory["downsample"])
+        floats = memory["num_bases"] * 784 // memory["downsample"] ** 2 + 10 * slots * memory["num_bases"]
+        # each spends the 10-IPC budget to within one slot per class, and every slot is its own real image
+        assert 78_400 - 10 * memory["num_bases"] < floats <= 78_400 and slots <= 350, name
 
 
 def test_earlier_ipc10_sweeps_keep_the_exact_unrolls_they_ran_with(tmp_path):
