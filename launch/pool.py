@@ -16,7 +16,8 @@ with ``meta.steps=0`` has only that. Evaluations of one seed's start by several 
 memory, the same networks); they are pooled as one cell named ``start``.
 
     python -m launch.pool benchmarks/results/ablation_unroll_mnist5k/curves.csv \\
-        benchmarks/results/ablation_unroll_mnist5k_seeds/curves.csv --out benchmarks/results/ablation_unroll_mnist5k_seeds
+        benchmarks/results/ablation_unroll_mnist5k_seeds/curves.csv benchmarks/results/ablation_unroll_mnist5k_seed2/curves.csv \\
+        --out benchmarks/results/ablation_unroll_mnist5k_seed2
 """
 from __future__ import annotations
 

@@ -7,7 +7,11 @@ start, final evaluation only) at seed 2, in their own sweep directory so that se
         benchmarks/results/ablation_unroll_mnist5k_seeds/curves.csv benchmarks/results/ablation_unroll_mnist5k_seed2/curves.csv \\
         --out benchmarks/results/ablation_unroll_mnist5k_seed2
 
-Hardware: a 2-core AMD EPYC VM with AVX2 only, two members side by side on one thread each.
+Measured (validation %, 3 networks; start 84.93): T=10 81.00 / 80.47 (momentum 0.9 / 0), T=20 85.07 / 82.53,
+T=50 89.07 / 85.13, T=100 88.53 / 86.27; every sign of seeds 0 and 1 repeats (README, "Ablation").
+
+Hardware: a 2-core AMD EPYC VM with AVX2 only, two members side by side on one thread each: 56 minutes for the
+grid, 260-386 CPU seconds of distillation per member.
 """
 import runpy
 from pathlib import Path

@@ -11,8 +11,8 @@ over its start is measured on the same networks.
 
 Hardware: a 2-core AMD EPYC VM, two members side by side on one thread each: 8-13 minutes per distilling member
 (4-6 of distillation, about 4 of evaluating 3 networks), 7 for the start member, 44 minutes for the grid at one
-seed. More seeds: set ``SEEDS`` to them (not appended: seed 1 would run again) and run the sweep into a new
-``--out`` directory; ``launch.pool`` pools any number of seeds.
+seed. Seed 2 is ``ablation_unroll_mnist5k_seed2.py`` (the same members in their own directory); ``launch.pool``
+pools any number of seeds.
 """
 import runpy
 from pathlib import Path
