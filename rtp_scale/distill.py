@@ -50,6 +50,7 @@ from rtp_scale.memory.diagnostics import recall_diversity
 from rtp_scale.meta_step import reduced_meta_gradient
 from rtp_scale.methods import build_method
 from rtp_scale.models import check_batch_split
+from rtp_scale.models.convnet import ill_conditioned_norm_warning
 from rtp_scale.preemption import EXIT_PREEMPTED, Preempted, StepAbandoned, StopRequest
 from rtp_scale.run_identity import check_resume, config_identity, describe_changes
 from rtp_scale.runtime import augment_ops, prepare_data_and_zca, resolve_device
@@ -137,6 +138,8 @@ def run(cfg: Config) -> dict:
                       outer_chunk=0 if cfg.method.name == "frepo" else cfg.unroll.outer_chunk,
                       inner_shards=cfg.dist.inner_shards)
     method = build_method(cfg, net, Augmenter(cfg.data.augment))
+    if ctx.is_main and cfg.meta.steps > 0 and (warning := ill_conditioned_norm_warning(net, (info.height, info.width))):
+        print(f"warning: {warning}", file=sys.stderr)
 
     ckpt_path = out / "checkpoint.pt"
     start_step, history, resumes, on_disk = 0, [], [], []  # on_disk: the outer step that checkpoint.pt holds

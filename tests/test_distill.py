@@ -48,6 +48,14 @@ def test_different_seed_gives_different_memory(tmp_path):
     assert not torch.equal(_memory(tmp_path / "a")["images_NCHW"], _memory(tmp_path / "b")["images_NCHW"])
 
 
+def test_distilling_8x8_digits_with_a_depth_3_convnet_warns_once_and_depth_2_does_not(tmp_path, capsys):
+    run(build_config(None, [*TINY, f"run.out_dir={tmp_path / 'a'}", "meta.steps=1", "model.depth=3"]))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "block 3's instance norm normalises a 2x2 map" in warnings[0], warnings
+    run(build_config(None, [*TINY, f"run.out_dir={tmp_path / 'b'}", "meta.steps=1"]))  # TINY: depth 2
+    assert "warning:" not in capsys.readouterr().err
+
+
 def test_tensorboard_events_contain_meta_loss(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -189,6 +189,28 @@ def test_digits_budget_crossover_compares_starts_at_equal_storage_and_scores_its
         assert config["memory"] == start["memory"] and config["data"] == start["data"], name
         for section in ("inner", "meta", "unroll", "eval", "model", "method"):
             assert config[section] == schedule[section], (name, section)
+    # the IPC-5 pixel member that diverged, again at lower outer lrs: only the lr differs
+    rerun = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_budget_crossover_distilled_ipc5_pixels")}
+    assert {c["meta"]["lr"] for c in rerun.values()} == {2e-3, 1e-3}
+    diverged = distilled["rtp_ipc5_pixels_s0"]
+    assert diverged["meta"]["lr"] > max(c["meta"]["lr"] for c in rerun.values())
+    for name, config in rerun.items():
+        assert {**config, "meta": {**config["meta"], "lr": diverged["meta"]["lr"]}, "run": diverged["run"]} == diverged, name
+
+
+def test_digits_depth2_probe_is_the_comparisons_digits_members_with_only_the_depth_changed(tmp_path):
+    compare = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol")}
+    for sweep, seeds in (("digits_depth2_probe", (0,)), ("digits_depth2_probe_seeds", (1, 2))):
+        probe = {m["name"]: m["config"] for m in shipped_members(tmp_path, sweep)}
+        cells = {f"digits_ipc{ipc}_{kind}_{sets}" for ipc in (1, 10) for kind in ("start", "rtp")
+                 for sets in ("pixels", "memories")}
+        assert set(probe) == {f"{cell}_s{seed}" for cell in cells for seed in seeds}
+        for name, config in probe.items():
+            twin = compare[name.rsplit("_", 1)[0] + "_s0"]
+            assert twin["model"]["depth"] == 3 and config["model"] == {**twin["model"], "depth": 2}, name
+            assert config["run"]["seed"] == int(name[-1]), name
+            assert {k: v for k, v in config.items() if k not in ("model", "run")} == \
+                {k: v for k, v in twin.items() if k not in ("model", "run")}, name
 
 
 def test_final_ipc10_runs_are_the_selected_recipe_on_the_whole_training_split_scored_on_test(tmp_path):
@@ -252,9 +274,10 @@ def test_ipc10_horizon_seeds_repeat_the_selected_member_and_its_start_at_other_s
 
 
 def test_ipc10_shapes_sweep_scores_starts_of_equal_storage_that_differ_only_in_shape(tmp_path):
-    members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_shapes")}
+    sweeps = ("select_mnist5k_ipc10_shapes", "select_mnist5k_ipc10_shapes_more_bases")
+    members = {m["name"]: m["config"] for name in sweeps for m in shipped_members(tmp_path, name)}
     shapes = {(c["memory"]["num_bases"], c["memory"]["downsample"]) for c in members.values()}
-    assert shapes == {(32, 2), (48, 2), (64, 2), (96, 2), (32, 1)}
+    assert len(members) == 7 and shapes == {(32, 2), (48, 2), (64, 2), (96, 2), (128, 2), (32, 1), (64, 1)}
     recipe = load_config(ROOT / "configs/mnist5k_rtp_ipc10.toml").to_dict()
     reference = members["K64_14x14_s0"]  # the recipe's start (its shape), as the horizon seeds score it
     assert reference["memory"] == {**recipe["memory"], "init": "pca"}

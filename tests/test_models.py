@@ -10,6 +10,7 @@ from torch.func import functional_call
 
 from rtp_scale.errors import UserError
 from rtp_scale.models import ConvNet, build_model, init_params, load_params_, model_names
+from rtp_scale.models.convnet import ill_conditioned_norm_warning
 
 
 def _small(**kw) -> ConvNet:
@@ -121,3 +122,22 @@ def test_bad_names_and_options_are_user_errors():
         _small(pooling="mean")
     with pytest.raises(UserError):
         _small(depth=0)
+
+
+@pytest.mark.parametrize("image_size, depth, norm, flagged", [
+    ((8, 8), 3, "instance", (3, "2x2", "model.depth=2")),  # digits under the default job's network
+    ((8, 8), 4, "instance", (3, "2x2", "model.depth=2")),  # the first block that is too small is named
+    ((32, 32), 5, "instance", (5, "2x2", "model.depth=4")),
+    ((8, 8), 2, "instance", None),  # its last norm sees 4x4
+    ((28, 28), 3, "instance", None),  # MNIST: padded to 32, the last norm sees 8x8
+    ((8, 8), 3, "batch", None),  # statistics over the batch, not one image's 4 positions
+    ((8, 8), 3, "none", None),
+])
+def test_instance_norm_on_too_small_a_map_is_flagged_with_the_depth_that_avoids_it(image_size, depth, norm, flagged):
+    net = ConvNet(channels=1, num_classes=10, image_size=image_size, depth=depth, norm=norm, width=4)
+    warning = ill_conditioned_norm_warning(net, image_size)
+    if flagged is None:
+        assert warning is None
+    else:
+        block, size, advice = flagged
+        assert f"block {block}'s instance norm normalises a {size} map" in warning and warning.endswith(advice)

@@ -54,12 +54,16 @@ class ConvNet(nn.Module):
 
         layers: list[nn.Module] = []
         in_ch = channels
+        self.norm_kind = norm
+        self.norm_map_sizes: list[tuple[int, int]] = []  # (H, W) each norm layer normalises over, first block first
         for d in range(depth):
             out_ch = width * feature_width_multiplier**d
             pad = 3 if (d == 0 and pad_28 and (height, width_px) == (28, 28)) else 1
             layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=pad))
             height, width_px = height + 2 * pad - 2, width_px + 2 * pad - 2
             layers.append(norm_layer(norm, out_ch))
+            if norm != "none":
+                self.norm_map_sizes.append((height, width_px))
             layers.append(nn.ReLU())
             if pooling != "none" and height >= 2 and width_px >= 2:
                 pool = nn.AvgPool2d(2, 2) if pooling == "avg" else nn.MaxPool2d(2, 2)
@@ -93,3 +97,27 @@ def convnet(*, channels: int, num_classes: int, image_size: tuple[int, int], wid
     """``model.name=convnet``: the ConvNet with the config's option names."""
     return ConvNet(channels=channels, num_classes=num_classes, image_size=image_size, width=width, depth=depth,
                    norm=norm, pooling=pooling, feature_width_multiplier=width_multiplier)
+
+
+SMALLEST_SAFE_INSTANCE_NORM_MAP = 9
+"""Positions per channel below which an instance norm makes the meta-gradient ill-conditioned. On a 2x2 map (4
+positions) the four values are often equal (a ReLU'd map of zeros plus the conv's bias), so the norm's scale is
+eps^-1/2 and a second derivative through it grows as eps^-3/2: measured, the meta-gradient's norm on digits (8x8)
+with depth 3 is 2e4-1e19 against 0.05 with depth 2, whose last norm sees 4x4 (configs/sweeps/digits_depth2_probe.py)."""
+
+
+def ill_conditioned_norm_warning(net: nn.Module, image_size: tuple[int, int]) -> str | None:
+    """One line naming the ConvNet block whose instance norm sees too small a map to differentiate twice, or None."""
+    if not isinstance(net, ConvNet) or net.norm_kind != "instance":
+        return None  # per-instance statistics only: batch norm pools over the batch, "none" has no statistics
+    depth = len(net.norm_map_sizes)
+    small = [(i + 1, h, w) for i, (h, w) in enumerate(net.norm_map_sizes) if h * w < SMALLEST_SAFE_INSTANCE_NORM_MAP]
+    if not small:
+        return None
+    block, height, width = small[0]
+    safe_depth = block - 1
+    advice = f"use model.depth={safe_depth}" if safe_depth >= 1 else "use model.norm=batch or none"
+    return (f"model.depth={depth} on {image_size[0]}x{image_size[1]} images: block {block}'s instance norm normalises a "
+            f"{height}x{width} map, which makes the meta-gradient ill-conditioned (on digits its norm reaches 1e12, "
+            f"against 0.05 at depth 2); {advice}")
+
