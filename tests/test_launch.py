@@ -200,9 +200,11 @@ def test_digits_budget_crossover_compares_starts_at_equal_storage_and_scores_its
 
 def test_digits_depth2_probe_is_the_comparisons_digits_members_with_only_the_depth_changed(tmp_path):
     compare = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol")}
-    for sweep, seeds in (("digits_depth2_probe", (0,)), ("digits_depth2_probe_seeds", (1, 2))):
+    for sweep, seeds, kinds in (("digits_depth2_probe", (0,), ("start", "rtp")),
+                                ("digits_depth2_probe_seeds", (1, 2), ("start", "rtp")),
+                                ("digits_depth2_probe_methods", (0, 1, 2), ("dd", "frepo"))):
         probe = {m["name"]: m["config"] for m in shipped_members(tmp_path, sweep)}
-        cells = {f"digits_ipc{ipc}_{kind}_{sets}" for ipc in (1, 10) for kind in ("start", "rtp")
+        cells = {f"digits_ipc{ipc}_{kind}_{sets}" for ipc in (1, 10) for kind in kinds
                  for sets in ("pixels", "memories")}
         assert set(probe) == {f"{cell}_s{seed}" for cell in cells for seed in seeds}
         for name, config in probe.items():

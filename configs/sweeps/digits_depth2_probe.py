@@ -19,13 +19,18 @@ import runpy
 from pathlib import Path
 
 _parent = runpy.run_path(str(Path(__file__).with_name("compare_default_protocol.py")))
-_PROBED = [f"digits_ipc{ipc}_{kind}_{sets}" for ipc in (1, 10) for kind in ("start", "rtp")
-           for sets in ("pixels", "memories")]
+
+
+def _at_depth_2(kinds: tuple[str, ...]) -> dict[str, list[str]]:
+    """The comparison's digits variants of these kinds (start, rtp, dd, frepo), on pixels and memories, at depth 2."""
+    names = [f"digits_ipc{ipc}_{kind}_{sets}" for ipc in (1, 10) for kind in kinds for sets in ("pixels", "memories")]
+    return {name: [*_parent["GRID"]["variant"][name], "model.depth=2"] for name in names}
+
 
 NAME = "digits_depth2_probe"
 DESCRIPTION = "digits IPC 1 and 10 under a depth-2 ConvNet: starts and RtP on pixels and memories, validation"
 BASE = _parent["BASE"]
-GRID = {"variant": {name: [*_parent["GRID"]["variant"][name], "model.depth=2"] for name in _PROBED}}
+GRID = {"variant": _at_depth_2(("start", "rtp"))}
 SEEDS = _parent["SEEDS"]
 OVERRIDES = _parent["OVERRIDES"]
 RESOURCES = _parent["RESOURCES"]

@@ -103,7 +103,8 @@ SMALLEST_SAFE_INSTANCE_NORM_MAP = 9
 """Positions per channel below which an instance norm makes the meta-gradient ill-conditioned. On a 2x2 map (4
 positions) the four values are often equal (a ReLU'd map of zeros plus the conv's bias), so the norm's scale is
 eps^-1/2 and a second derivative through it grows as eps^-3/2: measured, the meta-gradient's norm on digits (8x8)
-with depth 3 is 2e4-1e19 against 0.05 with depth 2, whose last norm sees 4x4 (configs/sweeps/digits_depth2_probe.py)."""
+with depth 3 is 2e4-1e19 against 0.05 with depth 2, whose last norm sees 4x4 (configs/sweeps/digits_depth2_probe.py).
+A 3x3 map (9 positions) was not measured; it is let through."""
 
 
 def ill_conditioned_norm_warning(net: nn.Module, image_size: tuple[int, int]) -> str | None:
@@ -120,4 +121,3 @@ def ill_conditioned_norm_warning(net: nn.Module, image_size: tuple[int, int]) ->
     return (f"model.depth={depth} on {image_size[0]}x{image_size[1]} images: block {block}'s instance norm normalises a "
             f"{height}x{width} map, which makes the meta-gradient ill-conditioned (on digits its norm reaches 1e12, "
             f"against 0.05 at depth 2); {advice}")
-
