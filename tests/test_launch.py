@@ -215,6 +215,37 @@ def test_digits_depth2_probe_is_the_comparisons_digits_members_with_only_the_dep
                 {k: v for k, v in twin.items() if k not in ("model", "run")}, name
 
 
+def test_digits_depth2_crossover_is_the_depth3_one_at_depth_2_and_distils_the_memories_validation_chose(tmp_path):
+    depth3 = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_budget_crossover")}
+    starts = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_crossover")}
+    assert set(starts) == {name for name in depth3 if not name.startswith("ipc1_")}
+    for name, config in starts.items():
+        twin = depth3[name]
+        assert config["model"] == {**twin["model"], "depth": 2}, name
+        assert {k: v for k, v in config.items() if k not in ("model", "run")} == \
+            {k: v for k, v in twin.items() if k not in ("model", "run")}, name
+    # K per budget: the best start on validation in the committed selection
+    with open(ROOT / "benchmarks/results/digits_depth2_crossover/members.csv") as f:
+        scored = {row["member"]: float(row["acc_mean"]) for row in csv.DictReader(f)}
+    assert set(scored) == set(starts)
+    chosen = {ipc: max((n for n in scored if n.startswith(f"ipc{ipc}_memory")), key=scored.get) for ipc in (2, 3, 5)}
+    distilled = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_crossover_methods")}
+    compare = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol")}
+    kinds = [name[len("digits_ipc1_"):-len("_s0")] for name in compare if name.startswith("digits_ipc1_")]
+    assert len(kinds) == 8
+    assert set(distilled) == {f"digits_ipc{ipc}_{kind}_s{seed}" for ipc in (2, 3, 5) for kind in kinds
+                              for seed in (0, 1, 2)}
+    for name, config in distilled.items():
+        ipc, kind, seed = int(name.split("_")[1][3:]), name[len("digits_ipcN_"):-len("_sS")], int(name[-1])
+        # each method as the comparison's 1-IPC digits cell runs it, at depth 2, from the chosen start
+        schedule = compare[f"digits_ipc1_{kind}_s0"]
+        for section in ("inner", "meta", "unroll", "eval", "method", "data"):
+            assert config[section] == schedule[section], (name, section)
+        assert config["model"] == {**schedule["model"], "depth": 2} and config["run"]["seed"] == seed, name
+        start = starts[f"ipc{ipc}_pixels_s0" if kind.endswith("pixels") else chosen[ipc]]
+        assert config["memory"] == {**start["memory"], "learn_labels": schedule["memory"]["learn_labels"]}, name
+
+
 def test_final_ipc10_runs_are_the_selected_recipe_on_the_whole_training_split_scored_on_test(tmp_path):
     members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "final_mnist5k_ipc10_whole_train")}
     assert list(members) == [f"{v}_s{s}" for v in ("recipe", "start") for s in (0, 1, 2)]

@@ -58,24 +58,30 @@ _CELLS = {
 }
 
 
+def _cell(dataset: str, ipc: float, memory: list[str], dd_steps: int, frepo_steps: int) -> dict[str, list[str]]:
+    """One (dataset, IPC) cell's members: both starts, and RtP, DD and FRePo on pixels and on this memory."""
+    common = [*_DATASETS[dataset], f"memory.ipc={ipc}"]
+    pixels, memories = [*common, *_PIXELS], [*common, *memory]
+    cell = {
+        "start_pixels": [*pixels, *_START],
+        "start_memories": [*memories, *_START],
+        "rtp_pixels": [*pixels, *_RTP_PIXELS],
+        "dd_pixels": [*pixels, *_DD, f"meta.steps={dd_steps}"],
+        "dd_memories": [*memories, *_DD, f"meta.steps={dd_steps}"],
+        "frepo_pixels": [*pixels, *_FREPO, f"meta.steps={frepo_steps}", "memory.learn_labels=true"],
+        "frepo_memories": [*memories, *_FREPO, f"meta.steps={frepo_steps}"],
+    }
+    if dataset == "mnist5k":
+        cell["rtp_pixels_lr1e-2"] = [*pixels, *_RTP_PIXELS, "meta.lr=0.01"]
+    else:
+        cell["rtp_memories"] = memories
+    return cell
+
+
 def _variants() -> dict[str, list[str]]:
     variants = {}
     for (dataset, ipc), (memory, dd_steps, frepo_steps) in _CELLS.items():
-        common = [*_DATASETS[dataset], f"memory.ipc={ipc}"]
-        pixels, memories = [*common, *_PIXELS], [*common, *memory]
-        cell = {
-            "start_pixels": [*pixels, *_START],
-            "start_memories": [*memories, *_START],
-            "rtp_pixels": [*pixels, *_RTP_PIXELS],
-            "dd_pixels": [*pixels, *_DD, f"meta.steps={dd_steps}"],
-            "dd_memories": [*memories, *_DD, f"meta.steps={dd_steps}"],
-            "frepo_pixels": [*pixels, *_FREPO, f"meta.steps={frepo_steps}", "memory.learn_labels=true"],
-            "frepo_memories": [*memories, *_FREPO, f"meta.steps={frepo_steps}"],
-        }
-        if dataset == "mnist5k":
-            cell["rtp_pixels_lr1e-2"] = [*pixels, *_RTP_PIXELS, "meta.lr=0.01"]
-        else:
-            cell["rtp_memories"] = memories
+        cell = _cell(dataset, ipc, memory, dd_steps, frepo_steps)
         variants.update({f"{dataset}_ipc{ipc}_{name}": overrides for name, overrides in cell.items()})
     # digits first: they finish in minutes, so a partial run already has two whole cells
     return dict(sorted(variants.items(), key=lambda item: not item[0].startswith("digits")))
