@@ -5,6 +5,8 @@ The depth-3 crossover was measured where no method distilled on digits (its meta
 "The network, not the method, held digits back"); at depth 2 every method does, so where a memory starts winning
 is decided anew: K per budget is chosen here on the starts (validation split, seed 0, 3 networks, the rule of the
 depth-3 sweep), and ``digits_depth2_crossover_methods.py`` distils both sets of each budget with RtP, DD and FRePo.
+Chosen: K=8 at IPC 2, K=16 at IPC 3 and 5 (scores in that sweep's docstring; README, "digits between 1 and 10 IPC").
+Hardware: a 2-core AMD EPYC VM (AVX2 only), one thread per member, two side by side: 25-191 s per member.
 
     OMP_NUM_THREADS=1 python -m launch.sweep configs/sweeps/digits_depth2_crossover.py --cluster local --cpus 1 --array-parallelism 2 --wait
     python -m launch.collect runs/sweeps/digits_depth2_crossover --out benchmarks/results/digits_depth2_crossover
