@@ -15,7 +15,7 @@ from pathlib import Path
 
 _compare = runpy.run_path(str(Path(__file__).with_name("compare_default_protocol.py")))
 _CHOSEN_BASES = {2: 8, 3: 16, 5: 16}  # K per IPC, chosen in digits_depth2_crossover.py
-_DD_STEPS, _FREPO_STEPS = 200, 400    # the comparison's digits cells'
+_, _DD_STEPS, _FREPO_STEPS = _compare["_CELLS"][("digits", 1)]  # 200 and 400, as in the digits cells
 
 
 def _at_depth_2() -> dict[str, list[str]]:
