@@ -246,6 +246,22 @@ def test_digits_depth2_crossover_is_the_depth3_one_at_depth_2_and_distils_the_me
         assert config["memory"] == {**start["memory"], "learn_labels": schedule["memory"]["learn_labels"]}, name
 
 
+def test_digits_ipc10_horizon_is_the_comparisons_member_under_the_mnist5k_ipc10_recipes_schedule(tmp_path):
+    probe = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_probe")}
+    member = probe["digits_ipc10_rtp_memories_s0"]
+    recipe = load_config(ROOT / "configs/mnist5k_rtp_ipc10.toml")
+    horizon = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_ipc10_horizon")}
+    assert set(horizon) == {f"T{steps}_s{seed}" for steps in (600, 1200) for seed in (0, 1, 2)}
+    for name, config in horizon.items():
+        assert config["inner"] == {**member["inner"], "steps": int(name[1:].split("_")[0])}, name
+        assert (config["unroll"]["mode"], config["unroll"]["window"]) == (recipe.unroll.mode, recipe.unroll.window)
+        assert config["meta"] == {**member["meta"], "steps": recipe.meta.steps, "lr": recipe.meta.lr,
+                                  "grad_clip": recipe.meta.grad_clip}, name
+        assert config["run"]["seed"] == int(name[-1]), name
+        assert {k: v for k, v in config.items() if k not in ("inner", "unroll", "meta", "run")} == \
+            {k: v for k, v in member.items() if k not in ("inner", "unroll", "meta", "run")}, name
+
+
 def test_final_ipc10_runs_are_the_selected_recipe_on_the_whole_training_split_scored_on_test(tmp_path):
     members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "final_mnist5k_ipc10_whole_train")}
     assert list(members) == [f"{v}_s{s}" for v in ("recipe", "start") for s in (0, 1, 2)]
