@@ -24,7 +24,8 @@ _probe = runpy.run_path(str(Path(__file__).with_name("digits_depth2_probe.py")))
 _member = _probe["GRID"]["variant"]["digits_ipc10_rtp_memories"]
 _recipe = load_config(Path(__file__).parents[1] / "mnist5k_rtp_ipc10.toml")  # the schedule is read, not copied
 _schedule = [f"unroll.mode={_recipe.unroll.mode}", f"unroll.window={_recipe.unroll.window}",
-             f"meta.steps={_recipe.meta.steps}", f"meta.lr={_recipe.meta.lr}", f"meta.grad_clip={_recipe.meta.grad_clip}"]
+             f"meta.steps={_recipe.meta.steps}", f"meta.lr={_recipe.meta.lr}",
+             f"meta.grad_clip={_recipe.meta.grad_clip}"]
 
 NAME = "digits_depth2_ipc10_horizon"
 DESCRIPTION = "digits 10-IPC memory at depth 2: RtP with the mnist5k 10-IPC recipe's truncated long unrolls, T=600 and 1200, seeds 0-2, validation"
