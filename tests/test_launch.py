@@ -262,6 +262,23 @@ def test_digits_ipc10_horizon_is_the_comparisons_member_under_the_mnist5k_ipc10_
             {k: v for k, v in member.items() if k not in ("inner", "unroll", "meta", "run")}, name
 
 
+def test_digits_crossover_horizon_is_the_crossovers_rtp_memories_under_the_10ipc_horizon_schedule(tmp_path):
+    crossover = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_crossover_methods")}
+    at_10ipc = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_ipc10_horizon")}
+    horizon = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_crossover_horizon")}
+    assert set(horizon) == {f"ipc{ipc}_T{steps}_s{seed}" for ipc in (2, 3, 5) for steps in (300, 1200)
+                            for seed in (0, 1, 2)}
+    for name, config in horizon.items():
+        ipc, steps, seed = (int(part[1:] if part[0] in "Ts" else part[3:]) for part in name.split("_"))
+        member = crossover[f"digits_ipc{ipc}_rtp_memories_s{seed}"]
+        schedule = at_10ipc[f"T1200_s{seed}"]  # the 10-IPC horizon's schedule, T aside
+        assert (config["unroll"], config["meta"]) == (schedule["unroll"], schedule["meta"]), name
+        assert config["inner"] == {**schedule["inner"], "steps": steps} and config["run"]["seed"] == seed, name
+        # the crossover's memory (K chosen there), data, network and evaluation
+        assert {k: v for k, v in config.items() if k not in ("inner", "unroll", "meta", "run")} == \
+            {k: v for k, v in member.items() if k not in ("inner", "unroll", "meta", "run")}, name
+
+
 def test_final_ipc10_runs_are_the_selected_recipe_on_the_whole_training_split_scored_on_test(tmp_path):
     members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "final_mnist5k_ipc10_whole_train")}
     assert list(members) == [f"{v}_s{s}" for v in ("recipe", "start") for s in (0, 1, 2)]
