@@ -422,16 +422,25 @@ def plot_accuracy_vs_budget(groups: list[Group], path: Path, *, split_label: str
 
 
 def _draw_lines(lines: dict[str, list[tuple[float, float, float]]], path: Path, *, xlabel: str, ylabel: str,
-                log_x: bool = False) -> Path:
-    """One error-bar line per label ((x, mean, std) points, drawn in x order; labels in natural order)."""
+                log_x: bool = False, references: dict[str, float] | None = None,
+                xticks: list[float] | None = None) -> Path:
+    """One error-bar line per label ((x, mean, std) points, drawn in x order; labels in natural order), a
+    dashed horizontal line per reference (label: y), and the x ticks labelled as plain numbers if given."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for label, points in sorted(lines.items(), key=lambda item: _natural(item[0])):
         points = sorted(points)
         ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                     capsize=3, label=label)
+    for label, y in (references or {}).items():
+        ax.axhline(y, linestyle="--", color="gray", linewidth=1)
+        ax.annotate(f"{label} ({y:.2f})", (0.01, y), xycoords=("axes fraction", "data"), textcoords="offset points",
+                    xytext=(0, 3), fontsize=7, color="gray")
     if log_x:
         ax.set_xscale("log")
+    if xticks:
+        ax.set_xticks(xticks, [f"{tick:g}" for tick in xticks])
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)

@@ -10,6 +10,7 @@ import json
 import pickle
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -262,19 +263,24 @@ def test_digits_ipc10_horizon_is_the_comparisons_member_under_the_mnist5k_ipc10_
             {k: v for k, v in member.items() if k not in ("inner", "unroll", "meta", "run")}, name
 
 
-def test_digits_crossover_horizon_is_the_crossovers_rtp_memories_under_the_10ipc_horizon_schedule(tmp_path):
+def test_digits_crossover_horizons_are_the_rtp_memories_of_their_budgets_under_the_10ipc_horizon_schedule(tmp_path):
     crossover = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_crossover_methods")}
+    probe = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_probe")}
     at_10ipc = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_ipc10_horizon")}
     horizon = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_crossover_horizon")}
     assert set(horizon) == {f"ipc{ipc}_T{steps}_s{seed}" for ipc in (2, 3, 5) for steps in (300, 1200)
                             for seed in (0, 1, 2)}
+    at_1ipc = {m["name"]: m["config"] for m in shipped_members(tmp_path, "digits_depth2_ipc1_horizon")}
+    assert set(at_1ipc) == {f"T300_s{seed}" for seed in (0, 1, 2)}
+    horizon.update({f"ipc1_{name}": config for name, config in at_1ipc.items()})
     for name, config in horizon.items():
         ipc, steps, seed = (int(part[1:] if part[0] in "Ts" else part[3:]) for part in name.split("_"))
-        member = crossover[f"digits_ipc{ipc}_rtp_memories_s{seed}"]
+        member = probe["digits_ipc1_rtp_memories_s0"] if ipc == 1 else \
+            crossover[f"digits_ipc{ipc}_rtp_memories_s{seed}"]
         schedule = at_10ipc[f"T1200_s{seed}"]  # the 10-IPC horizon's schedule, T aside
         assert (config["unroll"], config["meta"]) == (schedule["unroll"], schedule["meta"]), name
         assert config["inner"] == {**schedule["inner"], "steps": steps} and config["run"]["seed"] == seed, name
-        # the crossover's memory (K chosen there), data, network and evaluation
+        # the budget's memory (K chosen in the crossover), data, network and evaluation
         assert {k: v for k, v in config.items() if k not in ("inner", "unroll", "meta", "run")} == \
             {k: v for k, v in member.items() if k not in ("inner", "unroll", "meta", "run")}, name
 
@@ -665,6 +671,62 @@ def test_pool_refuses_starts_that_disagree_and_mixed_splits_in_one_line(tmp_path
     proc = run_module("launch.pool", str(a), str(c), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "mix evaluation splits ['test', 'val']" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _eval_json(path: Path, accuracy: float, *, split: str = "test", budget: float | None = 2.0,
+               used: float = 1.925) -> Path:
+    """An evaluation file with the keys ``rtp_scale.evaluate`` writes (a baseline's has no budget_ipc)."""
+    storage = {"floats": 1232, "ipc_equivalent": used, **({} if budget is None else {"budget_ipc": budget})}
+    path.write_text(json.dumps({"dataset": "digits", "eval_split": split, "storage": storage,
+                                "accuracy": {"mean": accuracy, "std": 1.0}}))
+    return path
+
+
+def test_storage_plot_pools_each_budgets_files_over_seeds_at_the_storage_they_use(tmp_path):
+    shipped = ROOT / "benchmarks/results/digits_depth2_crossover_test"  # files rtp_scale.evaluate wrote
+    dd = sorted(shipped.glob("digits_ipc[23]_dd_pixels_s*.json"))
+    assert len(dd) == 6
+    by_budget = {}
+    for path in dd:
+        record = json.loads(path.read_text())
+        by_budget.setdefault(record["storage"]["budget_ipc"], []).append(record["accuracy"]["mean"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for seed, accuracy in enumerate((80.0, 82.0, 84.0)):
+        _eval_json(mine / f"m_s{seed}.json", accuracy)
+    _eval_json(mine / "m5_s0.json", 90.0, budget=5.0, used=4.85)
+    full = _eval_json(tmp_path / "full.json", 96.5, budget=None, used=143.3)
+    out = tmp_path / "plot"
+    proc = run_module("launch.storage_plot", "--out", str(out),
+                      "--series", "DD pixels", str(shipped / "digits_ipc[23]_dd_pixels_s*.json"),
+                      "--series", "my memory", str(mine / "m_s*.json"), str(mine / "m5_*.json"),
+                      str(mine / "m_s0.json"), "--reference", "full training set", str(full))
+    assert proc.returncode == 0, proc.stderr
+    rows = [(r["series"], r["budget_ipc"], r["storage_ipc"], r["files"], r["acc_mean"], r["acc_std"])
+            for r in csv.DictReader((out / "accuracy_vs_storage.csv").open())]
+    expected_dd = [("DD pixels", f"{b:g}", f"{b:.3f}", "3", f"{statistics.fmean(a):.2f}",
+                    f"{statistics.pstdev(a):.2f}") for b, a in sorted(by_budget.items())]
+    # a file named twice counts once; budgets pool apart, each at its own storage
+    assert rows == expected_dd + [("my memory", "2", "1.925", "3", "82.00", "1.63"),
+                                  ("my memory", "5", "4.850", "1", "90.00", "0.00")]
+    assert proc.stdout == (out / "accuracy_vs_storage.md").read_text()
+    assert (out / "accuracy_vs_storage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_storage_plot_refuses_in_one_line_what_one_figure_cannot_compare(tmp_path):
+    val, test = _eval_json(tmp_path / "v.json", 80.0, split="val"), _eval_json(tmp_path / "t.json", 81.0)
+    (tmp_path / "bad.json").write_text(json.dumps({"dataset": "digits"}))
+    out = tmp_path / "o"
+    for args, message in (
+            (["--series", "a", str(val), "--series", "b", str(test)], "digits on test, digits on val"),
+            (["--series", "a", str(test), "--reference", "full", str(val)], "digits on test, digits on val"),
+            (["--series", "a", str(tmp_path / "none_*.json")], "series 'a': no file matches"),
+            (["--series", "a"], "--series 'a': give a label, then at least one file"),
+            (["--series", "a", str(test), "--series", "a", str(test)], "--series labels must differ"),
+            (["--series", "a", str(tmp_path / "bad.json")], "bad.json: not an evaluation")):
+        proc = run_module("launch.storage_plot", "--out", str(out), *args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, (args, proc.stderr)
+    assert not out.exists()
 
 
 def test_collect_orders_numbered_variants_by_value(tmp_path):
