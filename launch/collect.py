@@ -268,10 +268,7 @@ class Group:
         return [m for m in self.members if m.state == "completed"]
 
     def _stat(self, values: list[float]) -> tuple[float, float] | tuple[None, None]:
-        if not values:
-            return None, None
-        mean = sum(values) / len(values)
-        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return mean_pstd(values) if values else (None, None)
 
     @property
     def accuracy(self) -> tuple[float, float] | tuple[None, None]:
@@ -295,6 +292,12 @@ def group_members(statuses: list[MemberStatus]) -> list[Group]:
         key = (s.dataset, s.method, s.budget, s.variant)
         groups.setdefault(key, Group(*key, members=[])).members.append(s)
     return sorted(groups.values(), key=lambda g: (g.dataset, g.method, _natural(g.variant), g.budget))
+
+
+def mean_pstd(values: list[float]) -> tuple[float, float]:
+    """Mean and population std: the spread of the seeds (or networks) measured, not an estimate beyond them."""
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
 def _natural(text: str) -> list:

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.collect import _csv_text, _md_table, _natural, _pyplot
+from launch.collect import _csv_text, _md_table, _natural, _pyplot, mean_pstd
 from rtp_scale.cli import OneLineParser
 from rtp_scale.errors import UserError, run_cli
 
@@ -74,9 +73,7 @@ class Cell:
         return [self.final[s].acc_mean for s in sorted(self.final)]
 
     def mean_std(self) -> tuple[float, float]:
-        values = self.accuracies()
-        mean = sum(values) / len(values)
-        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return mean_pstd(self.accuracies())
 
     def cpu_seconds(self) -> float:
         return sum(p.cpu_seconds for p in self.final.values()) / len(self.final)

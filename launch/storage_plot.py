@@ -28,14 +28,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.collect import _csv_text, _draw_lines, _md_table
+from launch.collect import _csv_text, _draw_lines, _md_table, mean_pstd
 from rtp_scale.cli import OneLineParser
 from rtp_scale.errors import UserError, run_cli
 
 @dataclass(frozen=True)
 class Evaluation:
     """What one evaluation file says: which set it scored, at what storage, how well."""
-    path: Path
     dataset: str
     split: str
     budget_ipc: float
@@ -56,8 +55,7 @@ class Point:
 
     @property
     def mean_std(self) -> tuple[float, float]:
-        accuracies = [e.accuracy for e in self.evaluations]
-        return statistics.fmean(accuracies), statistics.pstdev(accuracies)
+        return mean_pstd([e.accuracy for e in self.evaluations])
 
 
 def read_evaluation(path: Path) -> Evaluation:
@@ -66,7 +64,7 @@ def read_evaluation(path: Path) -> Evaluation:
         storage = record["storage"]
         used = float(storage["ipc_equivalent"])
         # a baseline's file (random real images, the full training set) stores what its budget says
-        return Evaluation(path, record["dataset"], record["eval_split"], float(storage.get("budget_ipc", used)), used,
+        return Evaluation(record["dataset"], record["eval_split"], float(storage.get("budget_ipc", used)), used,
                           float(record["accuracy"]["mean"]))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path}: not an evaluation written by rtp_scale.evaluate or a run's results.json "
