@@ -42,6 +42,31 @@ def test_repeated_comparisons_pool_each_sides_steps_and_give_one_ratio_per_repea
     assert failed["error"].startswith("worker exited")
 
 
+def test_bf16_peaks_skip_the_emulated_matmul_and_bf16_rows_are_measured_against_the_higher_peak(monkeypatch):
+    """Emulated bfloat16 multiplies 2048^3 at ~0.3 GFLOP/s (a minute per product on an AVX2 machine): it is not
+    measured, and a bf16 row's fractions use the higher of each float32 and bf16 peak, so emulation never flatters."""
+    from rtp_scale.bench import machine
+    from rtp_scale.bench.unroll import _rate_fractions
+
+    monkeypatch.setattr(machine, "fast_bf16_available", lambda device: (False, "emulated here"))
+    rates = machine.peak_rates(torch.device("cpu"), width=8, real_batch=20, inner_batch=10, quick=True, bf16=True)
+    assert rates["bf16_fast"] is False and rates["bf16_why"] == "emulated here"
+    assert "matmul_2048_bf16_gflops" not in rates
+    assert rates["conv_real_batch_bf16_gflops"] > 0 and rates["conv_inner_batch_bf16_gflops"] > 0
+
+    rates = {"matmul_2048_gflops": 400.0, "conv_real_batch_gflops": 300.0, "conv_inner_batch_gflops": 100.0,
+             "conv_real_batch_bf16_gflops": 2000.0, "conv_inner_batch_bf16_gflops": 50.0}
+    bf16 = _rate_fractions({"achieved_gflops": 200.0, "precision": "bf16"}, rates)
+    assert bf16 == {"fraction_of_matmul_2048": 0.5, "fraction_of_conv_real_batch": 0.1,
+                    "fraction_of_conv_inner_batch": 2.0}
+    fp32 = _rate_fractions({"achieved_gflops": 200.0, "precision": "fp32"}, rates)
+    assert fp32 == {"fraction_of_matmul_2048": 0.5, "fraction_of_conv_real_batch": 2 / 3,
+                    "fraction_of_conv_inner_batch": 2.0}
+    with_matmul = _rate_fractions({"achieved_gflops": 200.0, "precision": "bf16"},
+                                  {**rates, "matmul_2048_bf16_gflops": 2500.0})
+    assert with_matmul["fraction_of_matmul_2048"] == 200.0 / 2500.0
+
+
 def test_against_runs_each_row_twice_each_way_with_the_other_checkouts_default_engine(tmp_path):
     """--against with this very checkout: the opt-in settings apply to this side only, each side runs twice (other,
     this, this, other) and pools its timed steps, the ratios come out."""
@@ -64,6 +89,8 @@ def test_against_runs_each_row_twice_each_way_with_the_other_checkouts_default_e
     assert row["against"]["peak_ratio"] == pytest.approx(row["peak_mb"] / row["against"]["peak_mb"])
     assert "speedup" in proc.stdout and f"{row['against']['speedup']:.2f}x" in proc.stdout
     assert "precision bf16" in proc.stdout and "bf16 peak rates" in proc.stdout
+    if not result["rates"]["bf16_fast"]:
+        assert f"matmul not measured ({result['rates']['bf16_why']})" in proc.stdout
     assert 0.99 <= row["cosine_to_fp32"] < 1.0  # close to the float32 direction, and not float32 itself
     assert f"cosine to the float32 one of the same step: {row['cosine_to_fp32']:.5f}" in proc.stdout
 

@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from rtp_scale.unroll.precision import fast_bf16_available
+
 
 def _cpu_model() -> str:
     try:
@@ -87,7 +89,8 @@ def _best_rate(fn: Callable[[], object], flops: float, device: torch.device, *, 
 def peak_rates(device: torch.device, *, width: int, real_batch: int, inner_batch: int, quick: bool,
                bf16: bool = False) -> dict:
     """Measured GFLOP/s: float32 matmul 2048^3 and the ConvNet's dominant conv at both batch sizes; with ``bf16``
-    also the same three in bfloat16 (the conv in channels_last, the layout the fast bf16 kernels use)."""
+    also the conv in bfloat16 (channels_last, the layout the fast bf16 kernels use), whether the device has fast
+    bfloat16 (``bf16_fast``, ``bf16_why``), and where it does the matmul in bfloat16 too."""
     budget = 0.3 if quick else 2.0
     gen = torch.Generator().manual_seed(0)
     n = 2048
@@ -104,9 +107,14 @@ def peak_rates(device: torch.device, *, width: int, real_batch: int, inner_batch
             rates[name] = _best_rate(lambda: F.conv2d(x, w, padding=1), flops, device, min_seconds=budget,
                                      max_reps=200)
         if bf16:
-            a16, b16 = a.bfloat16(), b.bfloat16()
-            rates["matmul_2048_bf16_gflops"] = _best_rate(lambda: a16 @ b16, 2.0 * n**3, device, min_seconds=budget,
-                                                          max_reps=200)
+            fast, why = fast_bf16_available(device)
+            rates["bf16_fast"], rates["bf16_why"] = fast, why
+            if fast:
+                a16, b16 = a.bfloat16(), b.bfloat16()
+                rates["matmul_2048_bf16_gflops"] = _best_rate(lambda: a16 @ b16, 2.0 * n**3, device,
+                                                              min_seconds=budget, max_reps=200)
+            # else no bf16 matmul: emulated, one 2048^3 product takes about a minute on a 2-core AVX2 machine
+            # (~0.3 GFLOP/s), and a peak that low is no yardstick for anything
             w16 = w.bfloat16().contiguous(memory_format=torch.channels_last)
             for name, batch in (("conv_real_batch_bf16_gflops", real_batch),
                                 ("conv_inner_batch_bf16_gflops", inner_batch)):

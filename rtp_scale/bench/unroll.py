@@ -288,10 +288,12 @@ def format_table(result: dict) -> str:
     lines.insert(-1, f"engine: precision {settings.get('precision', 'fp32')}, memory budget "
                      f"{settings.get('memory_budget_mb', 0.0):g} MiB (0 = off), fused ConvNet blocks "
                      f"{'on' if settings.get('fused', False) else 'off'}")
-    if "matmul_2048_bf16_gflops" in rates:
-        lines.insert(-1, f"bf16 peak rates (GFLOP/s): matmul {rates['matmul_2048_bf16_gflops']:.1f} | conv, "
-                         f"channels_last: {rates['conv_real_batch_bf16_gflops']:.1f} / "
-                         f"{rates['conv_inner_batch_bf16_gflops']:.1f}; % columns use these for bf16 rows")
+    if "conv_real_batch_bf16_gflops" in rates:
+        matmul = (f"{rates['matmul_2048_bf16_gflops']:.1f}" if "matmul_2048_bf16_gflops" in rates
+                  else f"not measured ({rates.get('bf16_why', 'no fast bfloat16')})")
+        lines.insert(-1, f"bf16 peak rates (GFLOP/s): matmul {matmul} | conv, channels_last: "
+                         f"{rates['conv_real_batch_bf16_gflops']:.1f} / {rates['conv_inner_batch_bf16_gflops']:.1f}; "
+                         f"% columns of bf16 rows use the higher of each float32 and bf16 peak")
     against = result.get("against")
     if against:
         lines.insert(-1, f"against: {against} (each row run {result.get('repeats', 1)} time(s) with that checkout's "
@@ -361,10 +363,13 @@ def _pairs(runs: list[list[float]]) -> list[list[float]]:
 
 
 def _rate_fractions(row: dict, rates: dict) -> dict:
-    """Achieved GFLOP/s as fractions of the machine's measured peaks, in the row's own precision."""
-    reduced = row.get("precision", "fp32") != "fp32"  # bf16_reverse too: against the higher peak, conservatively
-    suffix = "_bf16_gflops" if reduced and "matmul_2048_bf16_gflops" in rates else "_gflops"
-    return {f"fraction_of_{name}": row["achieved_gflops"] / rates[f"{name}{suffix}"]
+    """Achieved GFLOP/s as fractions of the machine's measured peaks; a reduced-precision row (bf16_reverse too)
+    against the higher of each float32 and bf16 peak, so that emulated bf16 never flatters it."""
+    reduced = row.get("precision", "fp32") != "fp32"
+
+    def peak(name: str) -> float:
+        return max(rates[f"{name}_gflops"], rates.get(f"{name}_bf16_gflops", 0.0) if reduced else 0.0)
+    return {f"fraction_of_{name}": row["achieved_gflops"] / peak(name)
             for name in ("matmul_2048", "conv_real_batch", "conv_inner_batch")}
 
 
