@@ -410,6 +410,35 @@ def test_subipc_seed_sweeps_repeat_their_parents_members_at_seeds_1_and_2(tmp_pa
     assert {v.rsplit("_", 1)[1] for v in variants} == {"start", "lr1e-2"}
 
 
+def test_mnist5k_memories_vs_pixels_test_members_are_the_chosen_sets_of_their_sweeps_scored_on_test(tmp_path):
+    def configs(name):
+        return {(m["grid"]["variant"], m["config"]["run"]["seed"]): m["config"] for m in shipped_members(tmp_path, name)}
+
+    def on_test(config):  # the same distillation with the score on the test split (the recipe's notes aside)
+        return {**{k: v for k, v in config.items() if k not in ("run", "recipe")},
+                "data": {**config["data"], "eval_split": "test"}}
+
+    figure = configs("mnist5k_memories_vs_pixels_test")
+    shapes, subipc = configs("memories_vs_pixels_subipc_shapes"), configs("memories_vs_pixels_subipc")
+    ipc1, ipc10 = configs("compare_default_protocol"), configs("compare_default_protocol_mnist5k_ipc10")
+    default_job = load_config(None, ["data.val_per_class=50", "data.eval_split=val", "log.image_every=0"]).to_dict()
+    sources = {
+        "ipc0.2_memories": shapes[("ipc0.2_K8_7x7_lr1e-2", 0)], "ipc0.2_memories_start": shapes[("ipc0.2_K8_7x7_start", 0)],
+        "ipc0.5_memories": shapes[("ipc0.5_K16_7x7_lr1e-2", 0)], "ipc0.5_memories_start": shapes[("ipc0.5_K16_7x7_start", 0)],
+        "ipc0.2_pixels": subipc[("ipc0.2_pixels_lr1e-2", 0)], "ipc0.2_pixels_start": subipc[("ipc0.2_pixels_start", 0)],
+        "ipc0.5_pixels": subipc[("ipc0.5_pixels_lr1e-2", 0)], "ipc0.5_pixels_start": subipc[("ipc0.5_pixels_start", 0)],
+        "ipc1_rtp_memories": default_job, "ipc1_memories_start": ipc1[("mnist5k_ipc1_start_memories", 0)],
+        "ipc1_dd_pixels": ipc1[("mnist5k_ipc1_dd_pixels", 0)], "ipc1_pixels_start": ipc1[("mnist5k_ipc1_start_pixels", 0)],
+        "ipc10_frepo_pixels": ipc10[("mnist5k_ipc10_frepo_pixels", 0)],
+    }
+    assert set(figure) == {(variant, seed) for variant in sources for seed in (0, 1, 2)}
+    for (variant, seed), config in figure.items():
+        source = sources[variant]
+        assert source["data"]["eval_split"] == "val" and config["data"]["val_per_class"] == 50, variant
+        assert on_test(config) == on_test(source) and config["run"]["seed"] == seed, variant
+        assert (config["meta"]["steps"] == 0) == variant.endswith("_start"), variant
+
+
 def test_ipc10_comparison_is_the_parents_mnist5k_cell_at_10_ipc(tmp_path):
     def configs(name):
         members = shipped_members(tmp_path, name)
