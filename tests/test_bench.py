@@ -67,6 +67,7 @@ def test_bf16_peaks_skip_the_emulated_matmul_and_bf16_rows_are_measured_against_
     assert with_matmul["fraction_of_matmul_2048"] == 200.0 / 2500.0
 
 
+@pytest.mark.slow  # ~2 min: four benchmark processes, one of them in bf16
 def test_against_runs_each_row_twice_each_way_with_the_other_checkouts_default_engine(tmp_path):
     """--against with this very checkout: the opt-in settings apply to this side only, each side runs twice (other,
     this, this, other) and pools its timed steps, the ratios come out."""
@@ -95,6 +96,7 @@ def test_against_runs_each_row_twice_each_way_with_the_other_checkouts_default_e
     assert f"cosine to the float32 one of the same step: {row['cosine_to_fp32']:.5f}" in proc.stdout
 
 
+@pytest.mark.slow  # ~1.5 min: three benchmark rows with FLOP counting
 def test_quick_run_writes_json_and_table(tmp_path):
     out = tmp_path / "bench"
     proc = run_module("rtp_scale.bench", "unroll", "--quick", "--out", str(out), timeout=240)
@@ -258,6 +260,7 @@ def test_agreement_measures_the_unrolls_distill_averages_with_meta_batch(tmp_pat
     assert not torch.allclose(per_unroll[0][0], per_unroll[1][0], rtol=1e-2)
 
 
+@pytest.mark.slow  # ~1 min: a distillation, then unrolls at its artifact
 def test_agreement_at_a_distilled_artifact_and_at_one_of_another_shape(tmp_path):
     tiny = [*TINY, "meta.steps=2", "inner.steps=3"]
     distilled = run_module("rtp_scale.distill", "--set", *tiny, f"run.out_dir={tmp_path / 'run'}", timeout=300)

@@ -165,6 +165,7 @@ def test_inner_batch_split_over_two_ranks_equals_unsplit_unroll(pairs, name, rto
     assert [p[name]["shard"] for p in pairs] == [0, 1]
 
 
+@pytest.mark.slow  # ~1 min: a four-process grid and its one-process reference
 @pytest.mark.dist
 def test_two_by_two_grid_equals_one_process(tmp_path):
     proc = _torchrun(4, str(tmp_path), "grid")
@@ -401,6 +402,7 @@ def test_preemption_signal_on_one_rank_stops_all_ranks_after_the_same_step(tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- Slurm
+@pytest.mark.slow  # ~1.5 min: a real sbatch job of two processes
 @pytest.mark.slurm
 @pytest.mark.dist
 def test_multinode_sbatch_runs_a_two_process_accelerate_job(slurm_cluster, tmp_path):

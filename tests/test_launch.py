@@ -791,6 +791,7 @@ def test_a_real_run_logs_the_cpu_seconds_its_curve_is_drawn_on(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- running sweeps
+@pytest.mark.slow  # ~1 min: a local job array of real distillations
 def test_smoke_sweep_with_local_cluster(tmp_path):
     """The shipped 4-member smoke sweep, run by submitit's LocalExecutor (2 at a time): no Slurm needed."""
     out = tmp_path / "smoke"

@@ -75,6 +75,7 @@ def test_dry_run_submits_nothing(slurm_cluster, tmp_path, capsys):
     assert sacct_ids() == before
 
 
+@pytest.mark.slow  # ~1.5 min: four real Slurm array tasks
 def test_four_member_sweep_runs_as_one_array_and_collects(slurm_cluster, tmp_path):
     out = tmp_path / "smoke"
     manifest = sweep_mod.start_sweep(SMOKE, cluster="slurm", sweep_dir=out, resources=RESOURCES)
