@@ -24,8 +24,8 @@ from pathlib import Path
 _here = Path(__file__).parent
 
 
-def _variants(sweep: str) -> dict:
-    return runpy.run_path(str(_here / f"{sweep}.py"))["GRID"]["variant"]
+def _sweep(name: str) -> dict:
+    return runpy.run_path(str(_here / f"{name}.py"))
 
 
 def _on_test(overrides: list) -> list:
@@ -35,11 +35,12 @@ def _on_test(overrides: list) -> list:
     return ["data.eval_split=test" if o == "data.eval_split=val" else o for o in overrides]
 
 
-_subipc = runpy.run_path(str(_here / "memories_vs_pixels_subipc.py"))
+_subipc, _subipc_shapes = _sweep("memories_vs_pixels_subipc"), _sweep("memories_vs_pixels_subipc_shapes")
 _SUBIPC = _subipc["OVERRIDES"]  # 24 outer steps, 50 validation images per class held out, 3 networks
-assert _SUBIPC == runpy.run_path(str(_here / "memories_vs_pixels_subipc_shapes.py"))["OVERRIDES"]
-_shapes, _pixels = _variants("memories_vs_pixels_subipc_shapes"), _subipc["GRID"]["variant"]
-_ipc1, _ipc10 = _variants("compare_default_protocol"), _variants("compare_default_protocol_mnist5k_ipc10")
+assert _SUBIPC == _subipc_shapes["OVERRIDES"]
+_shapes, _pixels = _subipc_shapes["GRID"]["variant"], _subipc["GRID"]["variant"]
+_ipc1 = _sweep("compare_default_protocol")["GRID"]["variant"]
+_ipc10 = _sweep("compare_default_protocol_mnist5k_ipc10")["GRID"]["variant"]
 _default_job = _ipc1["mnist5k_ipc1_start_memories"][:-1]  # without meta.steps=0: the default job's schedule
 assert _ipc1["mnist5k_ipc1_start_memories"][-1] == "meta.steps=0"
 
