@@ -332,6 +332,25 @@ def test_ipc10_horizon_sweep_truncates_long_unrolls_of_the_10ipc_recipes_pca_sta
         {k: v for k, v in recipe["data"].items() if k not in ("eval_split", "val_per_class")}
 
 
+def test_ipc10_pixel_horizon_members_are_the_comparisons_rtp_pixels_under_the_memory_recipes_schedule(tmp_path):
+    compare = {m["name"]: m["config"] for m in shipped_members(tmp_path, "compare_default_protocol_mnist5k_ipc10")}
+    pixels = compare["mnist5k_ipc10_rtp_pixels_s0"]
+    recipe = load_config(ROOT / "configs/mnist5k_rtp_ipc10.toml").to_dict()
+    members = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_pixels_horizon")}
+    assert {name: config["meta"]["lr"] for name, config in members.items()} == {
+        "pixels_T1200_lr1e-2_s0": 0.01, "pixels_T1200_lr4e-3_s0": 0.004}
+    for name, config in members.items():
+        # the memory recipe's horizon and number of outer steps
+        assert config["unroll"] == {**pixels["unroll"], "mode": recipe["unroll"]["mode"],
+                                    "window": recipe["unroll"]["window"]}, name
+        assert config["inner"] == {**pixels["inner"], "steps": recipe["inner"]["steps"]}, name
+        assert config["meta"] == {**pixels["meta"], "steps": recipe["meta"]["steps"], "lr": config["meta"]["lr"]}, name
+        # the comparison's pixel set, network, evaluation and validation split
+        assert {k: v for k, v in config.items() if k not in ("inner", "unroll", "meta", "run")} == \
+            {k: v for k, v in pixels.items() if k not in ("inner", "unroll", "meta", "run")}, name
+        assert (config["memory"]["kind"], config["data"]["eval_split"], config["eval"]["num_nets"]) == ("pixel", "val", 5)
+
+
 def test_ipc10_horizon_seeds_repeat_the_selected_member_and_its_start_at_other_seeds(tmp_path):
     parent = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon")}
     seeds = {m["name"]: m["config"] for m in shipped_members(tmp_path, "select_mnist5k_ipc10_horizon_seeds")}
