@@ -62,6 +62,35 @@ def test_the_fused_block_equals_the_modules_in_value_gradient_and_double_backwar
     assert_same_derivatives(*block_inputs(size), pool)
 
 
+def test_under_bf16_autocast_the_block_reads_and_writes_bf16_maps_and_computes_in_float32():
+    """The convolutions around the block run in bfloat16 under autocast: the block takes their bf16 output as it is and
+    hands back bf16 maps (h, dz, and the double backward's cotangents of z and dh) but float32 weight gradients, each
+    the float64 result of the same bf16 inputs up to the bf16 roundings of its output -- no separate cast kernels, no
+    bf16 sums."""
+    z64, g64, b64 = (t.detach() for t in block_inputs(8))
+    z = z64.bfloat16().requires_grad_()
+    g, b = g64.float().requires_grad_(), b64.float().requires_grad_()
+    gen = torch.Generator().manual_seed(1)
+    dh = torch.randn(3, 4, 4, 4, generator=gen).bfloat16().requires_grad_()
+    Dz = torch.randn(3, 4, 8, 8, generator=gen).bfloat16()
+    Dg, Db = torch.randn(4, generator=gen), torch.randn(4, generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused(z, g, b, True)
+        first = torch.autograd.grad(out, (z, g, b), dh, create_graph=True)
+        second = torch.autograd.grad(first, (z, g, dh), (Dz, Dg, Db))
+    assert [t.dtype for t in (out, *first, *second)] == [torch.bfloat16, torch.bfloat16, torch.float32, torch.float32,
+                                                         torch.bfloat16, torch.float32, torch.bfloat16]
+
+    wide = [t.double().requires_grad_() for t in (z, g, b, dh)]
+    want_out = plain(*wide[:3], True)
+    want_first = torch.autograd.grad(want_out, wide[:3], wide[3], create_graph=True)
+    want_second = torch.autograd.grad(want_first, (wide[0], wide[1], wide[3]), (Dz.double(), Dg.double(), Db.double()))
+    for got, want in zip((out, *first, *second), (want_out, *want_first, *want_second)):
+        # at most two bf16 roundings (dh's cotangent is rounded, then pooled and rounded), or float32 arithmetic
+        bound = 2.0**-7 if got.dtype == torch.bfloat16 else 1e-5
+        assert (got.double() - want).abs().max() <= bound * want.abs().max()
+
+
 def test_the_fused_block_passes_gradcheck_and_gradgradcheck():
     z, g, b = block_inputs(4, seed=3)
     assert torch.autograd.gradcheck(lambda *t: fused(*t, True), (z, g, b))

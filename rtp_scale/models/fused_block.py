@@ -53,32 +53,42 @@ def _channel_sum(t: Tensor) -> Tensor:
     return t.sum(dim=(2, 3)).sum(0)
 
 
-def _fwd(z: Tensor, g: Tensor, b: Tensor, eps: float, pool: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _wide(t: Tensor) -> Tensor:
+    """A half-precision map widened to float32 inside a kernel. The maps cross the kernels' boundaries in the dtype
+    the convolutions use (under bf16 autocast: bfloat16), so a block costs no separate cast kernels and half the
+    memory traffic; the statistics, the reductions and the weights' gradients stay float32 (or float64)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def _fwd(z_io: Tensor, g: Tensor, b: Tensor, eps: float, pool: bool) -> tuple[Tensor, Tensor, Tensor]:
     """-> (h, mu, s), the statistics as [N, C, 1, 1]."""
+    z = _wide(z_io)
     mu = _mean(z)
     zc = z - mu
     s = torch.rsqrt(_mean(zc * zc) + eps)
     r = torch.relu(zc * s * g[:, None, None] + b[:, None, None])
-    return (F.avg_pool2d(r, 2) if pool else r), mu, s
+    return (F.avg_pool2d(r, 2) if pool else r).to(z_io.dtype), mu, s
 
 
 def _normalised(z: Tensor, mu: Tensor, s: Tensor) -> Tensor:
     """x = (z - mu) s, in a kernel of its own: recomputed inside the many reductions of ``_bwd`` and ``_dbl`` it
     makes them about ten times slower (inductor then recomputes it in every loop)."""
-    return (z - mu) * s
+    return (_wide(z) - mu) * s
 
 
-def _bwd(dr: Tensor, x: Tensor, s: Tensor, g: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _bwd(dr_io: Tensor, x: Tensor, s: Tensor, g: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     g4 = g[:, None, None]
+    dr = _wide(dr_io)
     da = torch.where(x * g4 + b[:, None, None] > 0, dr, 0.0)
     u = da * g4
     dz = s * (u - _mean(u) - x * _mean(u * x))
-    return dz, _channel_sum(da * x), _channel_sum(da)
+    return dz.to(dr_io.dtype), _channel_sum(da * x), _channel_sum(da)
 
 
-def _dbl(Dz: Tensor, Dg: Tensor, Db: Tensor, dr: Tensor, x: Tensor, s: Tensor, g: Tensor,
+def _dbl(Dz_io: Tensor, Dg: Tensor, Db: Tensor, dr_io: Tensor, x: Tensor, s: Tensor, g: Tensor,
          b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     g4, Dg4 = g[:, None, None], Dg[:, None, None]
+    Dz, dr = _wide(Dz_io), _wide(dr_io)
     relu_on = x * g4 + b[:, None, None] > 0
     da = torch.where(relu_on, dr, 0.0)
     u = da * g4
@@ -91,7 +101,7 @@ def _dbl(Dz: Tensor, Dg: Tensor, Db: Tensor, dr: Tensor, x: Tensor, s: Tensor, g
     S = (Dz * (u - _mean(u) - x * ux)).sum(dim=(2, 3), keepdim=True)
     M = x.shape[2] * x.shape[3]
     cot_z = s * (X - _mean(X) - x * _mean(X * x)) - S * s * s * x / M
-    return cot_dr, cot_z, _channel_sum(da * Pw)
+    return cot_dr.to(dr_io.dtype), cot_z.to(Dz_io.dtype), _channel_sum(da * Pw)
 
 
 def _unpool(dh: Tensor, height: int, width: int) -> Tensor:
@@ -211,9 +221,8 @@ class _Block(torch.autograd.Function):
 def norm_relu_pool(z: Tensor, weight: Tensor, bias: Tensor, *, eps: float, pool: bool) -> Tensor:
     """``avg_pool2d(relu(group_norm(z, C, weight, bias, eps)), 2)`` (no pool when ``pool`` is False), fused.
 
-    Under autocast the block computes in float32, as autocast runs group norm."""
-    if torch.is_autocast_enabled(z.device.type) and z.dtype != weight.dtype:
-        z = z.to(weight.dtype)
+    A bfloat16 (or float16) ``z``, as a convolution under autocast returns it, is read as it is: the block computes
+    in float32, as autocast runs group norm, and returns ``h`` and the gradient for ``z`` in ``z``'s dtype."""
     return _Block.apply(z, weight, bias, float(eps), bool(pool))
 
 
