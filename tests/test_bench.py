@@ -3,6 +3,9 @@ relies on. Nothing here asserts on a wall-clock value (the machines are shared).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ import torch.nn.functional as F
 
 from rtp_scale.bench.unroll import Settings, overrides_for, plan_rows
 from rtp_scale.config import build_config
-from tests.conftest import TINY, run_module
+from tests.conftest import ROOT, TINY, run_module
 
 
 def test_quick_run_of_the_pixel_configuration(tmp_path):
@@ -279,3 +282,15 @@ def test_agreement_at_a_distilled_artifact_and_at_one_of_another_shape(tmp_path)
                        "--set", *tiny, "memory.num_bases=5", "--out", str(tmp_path / "other"), timeout=120)
     assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
     assert "pass the config it was distilled with" in other.stderr
+
+
+def test_the_profile_script_profiles_the_benchmarks_step_and_names_its_configuration(tmp_path):
+    out = tmp_path / "profile.txt"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_unroll_step.py"), "--steps", "3",
+                           "--out", str(out), "--set", "model.width=8", "inner.batch_per_class=1"],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "inner.steps=3" in text.splitlines()[0] and "model.width=8" in text.splitlines()[0]
+    assert "profiled step" in text.splitlines()[1]
+    assert text.count("aten::convolution_backward") >= 2  # in the op table and in the by-shape table

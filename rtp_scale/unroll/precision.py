@@ -3,7 +3,8 @@
 With ``precision="bf16"`` the engine evaluates every inner loss and the outer loss under
 ``torch.autocast(device_type=<the parameters' device type>, dtype=torch.bfloat16)``: autocast runs the
 convolutions and matmuls (and their backward and double-backward kernels, which follow the dtype of the
-saved bf16 inputs) in bfloat16 and casts their gradients back to the float32 parameters. The state
+saved bf16 inputs) in bfloat16 and casts their gradients back to the float32 parameters; the fused ConvNet
+blocks (``model.fused``) take the convolutions' bf16 maps as they are and compute in float32 inside. The state
 ``(theta, v)``, the SGD update, the adjoints and the summed meta-gradient stay float32, so rounding does
 not accumulate in the state over a long unroll.
 
