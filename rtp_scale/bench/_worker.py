@@ -80,44 +80,59 @@ class _EngineRecorder:
         rtp_module.unroll_meta_grad = self._engine
 
 
+class OuterStep:
+    """The benchmark's outer step, built from a row's overrides: ``step(i)`` draws the real batch as distill does
+    (from ``(seed, "unroll", i, 0)``) and computes one meta-gradient into the memory's ``.grad``, returning
+    (seconds, metrics)."""
+
+    def __init__(self, overrides: list[str]) -> None:
+        self.overrides = overrides
+        self.cfg = cfg = build_config(None, overrides)
+        self.device = device = resolve_device(cfg.run.device)
+        self.data = data = prepare_data(cfg.data, device)
+        info = data.info
+        self.memory = build_run_memory(cfg, data)
+        self.lrs, _ = build_inner_lrs(cfg, device)
+        self.net = build_net(cfg.model, channels=info.channels, num_classes=info.num_classes,
+                             image_size=(info.height, info.width)).to(device)
+        self.method = RtpMethod(cfg, self.net, Augmenter("none"))
+        self.sampler = ClassBalancedSampler(data.train_y.cpu(), info.num_classes, cfg.data.real_per_class)
+        self.params = [p for p in self.memory.parameters() if p.requires_grad]
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, step: int, step_method: RtpMethod | None = None) -> tuple[float, dict[str, float]]:
+        for p in self.params:
+            p.grad = None
+        # the same derivation as distill's: the unroll's randomness depends on (seed, step, unroll index)
+        generator = make_generator(self.cfg.run.seed, "unroll", step, 0)
+        idx = self.sampler.sample(generator).to(self.device)
+        real_x, real_y = self.data.train_x[idx], self.data.train_y[idx]
+        self.sync()
+        tick = time.perf_counter()
+        metrics, _ = (step_method or self.method).meta_gradient(self.memory, real_x, real_y, lrs=self.lrs,
+                                                                generator=generator)
+        self.sync()
+        return time.perf_counter() - tick, metrics
+
+
 def run_configuration(spec: dict) -> dict:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     setup_tick = time.perf_counter()
-    cfg = build_config(None, spec["overrides"])
-    device = resolve_device(cfg.run.device)
-    data = prepare_data(cfg.data, device)
-    info = data.info
-    memory = build_run_memory(cfg, data)
-    lrs, _ = build_inner_lrs(cfg, device)
-    net = build_net(cfg.model, channels=info.channels, num_classes=info.num_classes,
-                    image_size=(info.height, info.width)).to(device)
-    method = RtpMethod(cfg, net, Augmenter("none"))
-    sampler = ClassBalancedSampler(data.train_y.cpu(), info.num_classes, cfg.data.real_per_class)
+    outer_step = OuterStep(spec["overrides"])
+    cfg, device, memory, method, params = (outer_step.cfg, outer_step.device, outer_step.memory, outer_step.method,
+                                           outer_step.params)
+    info = outer_step.data.info
     images_per_class = memory.meta["images_per_class"]
     inner_batch = info.num_classes * min(cfg.inner.batch_per_class, images_per_class)
-    params = [p for p in memory.parameters() if p.requires_grad]
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def outer_step(step: int, step_method: RtpMethod | None = None) -> tuple[float, dict[str, float]]:
-        for p in params:
-            p.grad = None
-        # the same derivation as distill's: the unroll's randomness depends on (seed, step, unroll index)
-        generator = make_generator(cfg.run.seed, "unroll", step, 0)
-        idx = sampler.sample(generator).to(device)
-        real_x, real_y = data.train_x[idx], data.train_y[idx]
-        sync()
-        tick = time.perf_counter()
-        metrics, _ = (step_method or method).meta_gradient(memory, real_x, real_y, lrs=lrs, generator=generator)
-        sync()
-        return time.perf_counter() - tick, metrics
 
     def cosine_to_fp32(step: int) -> float:
         """Cosine between this row's meta-gradient and the float32 one of the same outer step (bf16 rows)."""
-        fp32 = RtpMethod(build_config(None, [*spec["overrides"], "unroll.precision=fp32"]), net, Augmenter("none"))
+        fp32 = RtpMethod(build_config(None, [*spec["overrides"], "unroll.precision=fp32"]), outer_step.net,
+                         Augmenter("none"))
         grads = []
         for step_method in (method, fp32):
             outer_step(step, step_method)
