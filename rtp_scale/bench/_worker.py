@@ -81,9 +81,9 @@ class _EngineRecorder:
 
 
 class OuterStep:
-    """The benchmark's outer step, built from a row's overrides: ``step(i)`` draws the real batch as distill does
-    (from ``(seed, "unroll", i, 0)``) and computes one meta-gradient into the memory's ``.grad``, returning
-    (seconds, metrics)."""
+    """The benchmark's outer step, built from a row's overrides. Calling it with an outer-step index ``i`` draws the
+    real batch as distill does (from ``(seed, "unroll", i, 0)``) and computes one meta-gradient into the memory's
+    ``.grad``, returning (seconds, metrics)."""
 
     def __init__(self, overrides: list[str]) -> None:
         self.overrides = overrides
