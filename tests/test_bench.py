@@ -3,9 +3,6 @@ relies on. Nothing here asserts on a wall-clock value (the machines are shared).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +10,7 @@ import torch.nn.functional as F
 
 from rtp_scale.bench.unroll import Settings, overrides_for, plan_rows
 from rtp_scale.config import build_config
-from tests.conftest import ROOT, TINY, run_module
+from tests.conftest import TINY, run_module
 
 
 def test_quick_run_of_the_pixel_configuration(tmp_path):
@@ -205,12 +202,13 @@ def test_eval_benchmark_quick_run_writes_a_row_per_micro_batch(tmp_path):
     ("batched", ["--set", "dist.nope=1"]),
     ("agreement", ["--unrolls", "1"]), ("agreement", ["--step", "-1"]), ("agreement", ["--set", "dist.nope=1"]),
     ("agreement", ["--artifact", "/nonexistent/memory.safetensors"]),
+    ("profile", ["--steps", "0"]), ("profile", ["--precision", "fp16"]), ("profile", ["--set", "unroll.nope=1"]),
 ])
 def test_eval_and_batched_benchmarks_bad_input_is_one_line(benchmark, args, tmp_path):
     proc = run_module("rtp_scale.bench", benchmark, *args, "--out", str(tmp_path), timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-    assert not (tmp_path / f"bench_{benchmark}.json").exists()
+    assert not any(tmp_path.iterdir())  # nothing written: no JSON, no profile
 
 
 def test_batched_benchmark_quick_run_times_both_ways_and_checks_their_gradients_agree(tmp_path):
@@ -284,13 +282,11 @@ def test_agreement_at_a_distilled_artifact_and_at_one_of_another_shape(tmp_path)
     assert "pass the config it was distilled with" in other.stderr
 
 
-def test_the_profile_script_profiles_the_benchmarks_step_and_names_its_configuration(tmp_path):
-    out = tmp_path / "profile.txt"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_unroll_step.py"), "--steps", "3",
-                           "--out", str(out), "--set", "model.width=8", "inner.batch_per_class=1"],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def test_the_profile_benchmark_profiles_the_benchmarks_step_and_names_its_configuration(tmp_path):
+    proc = run_module("rtp_scale.bench", "profile", "--steps", "3", "--out", str(tmp_path),
+                      "--set", "model.width=8", "inner.batch_per_class=1", timeout=300)
     assert proc.returncode == 0, proc.stderr
-    text = out.read_text()
+    text = (tmp_path / "profile_fp32.txt").read_text()
     assert "inner.steps=3" in text.splitlines()[0] and "model.width=8" in text.splitlines()[0]
     assert "profiled step" in text.splitlines()[1]
     assert text.count("aten::convolution_backward") >= 2  # in the op table and in the by-shape table

@@ -16,8 +16,9 @@ The other benchmarks: ``python -m rtp_scale.bench loader`` (FFCV vs torchvision 
 sampling), ``python -m rtp_scale.bench scaling`` (processes and inner shards) and ``python -m rtp_scale.bench plan``
 (a recipe's memory per rank and communication, predicted), ``python -m rtp_scale.bench eval`` (evaluation
 training speed against ``eval.micro_batch``), ``python -m rtp_scale.bench batched`` (several unrolls per
-process, one by one vs stacked) and ``python -m rtp_scale.bench agreement`` (how much independent unrolls agree on
-the meta-gradient: a diagnostic, not a timing); each has its own ``--help``.
+process, one by one vs stacked), ``python -m rtp_scale.bench agreement`` (how much independent unrolls agree on
+the meta-gradient: a diagnostic, not a timing) and ``python -m rtp_scale.bench profile`` (a torch.profiler
+profile of one outer step); each has its own ``--help``.
 """
 from __future__ import annotations
 
@@ -119,6 +120,8 @@ def build_parser() -> OneLineParser:
                    "stacked (own flags)", add_help=False)
     sub.add_parser("agreement", help="how much independent unrolls agree on the meta-gradient: pairwise cosine "
                    "and what their mean keeps (own flags)", add_help=False)
+    sub.add_parser("profile", help="where one outer step's time goes, by op and input shape: a torch.profiler "
+                   "profile (own flags)", add_help=False)
     unroll = sub.add_parser("unroll", help="time and peak memory of one RtP outer step, full vs segmented, vs T",
                             description=UNROLL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     unroll.add_argument("--out", metavar="DIR", default="bench-results",
@@ -171,7 +174,7 @@ def build_parser() -> OneLineParser:
 # Benchmarks with their own parsers (``python -m rtp_scale.bench loader --help``): the rest of argv goes to them.
 DELEGATED = {"loader": "rtp_scale.bench.loader", "scaling": "rtp_scale.bench.scaling", "plan": "rtp_scale.bench.plan",
              "eval": "rtp_scale.bench.eval_speed", "batched": "rtp_scale.bench.batched",
-             "agreement": "rtp_scale.bench.agreement"}
+             "agreement": "rtp_scale.bench.agreement", "profile": "rtp_scale.bench.profile_step"}
 
 
 def main(argv: list[str] | None = None) -> int:
